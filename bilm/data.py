@@ -1,0 +1,231 @@
+"""Encoded corpus cache and batching.
+
+`prepare` tokenizes a corpus once into `data/<corpus>-<key>/`:
+
+    tokenizer.json      the vocabulary (train split only)
+    meta.json           settings, counts, dtype
+    {split}.ids         the token stream, raw uint16/uint32 (memory-mapped when read)
+    {split}.spans.npy   (N, 2) int64 sentence [start, end) offsets into the stream
+
+The key hashes the corpus files and the tokenizer settings, so a second `prepare`
+or `train` reads the cache and tokenizes nothing. Training reads batches straight
+from the memory map: memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .corpus import SPLITS, Corpus, open_corpus
+from .errors import BilmError
+from .models import Batch
+from .tokenizer import Tokenizer
+
+CACHE_VERSION = 1
+CHUNK_UNITS = 20_000  # units encoded per call into the Rust tokenizer
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "wikitext-2"
+    max_vocab: int | None = None  # None: every train word (WikiText-2: 33,278 as published)
+    min_freq: int = 1
+    lowercase: bool | None = None  # None: the corpus's default (gutenberg lower-cases)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("BILM_DATA_DIR", "data"))
+
+
+class PreparedData:
+    """A prepared corpus: its tokenizer, counts, and memory-mapped splits."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.meta = json.loads((path / "meta.json").read_text())
+        self.tokenizer = Tokenizer.load(path / "tokenizer.json")
+        self.config = DataConfig(**self.meta["config"])
+
+    def stream(self, split: str) -> np.ndarray:
+        n = self.meta["splits"][split]["tokens"]
+        if n == 0:
+            return np.zeros(0, dtype=self.meta["dtype"])
+        return np.memmap(self.path / f"{split}.ids", dtype=self.meta["dtype"], mode="r", shape=(n,))
+
+    def spans(self, split: str) -> np.ndarray:
+        return np.load(self.path / f"{split}.spans.npy", allow_pickle=False)
+
+    def sentences(self, split: str) -> Iterator[list[int]]:
+        """Each sentence of `split` as a list of ids (no <bos>/<eos>)."""
+        ids = self.stream(split)
+        for a, b in self.spans(split):
+            yield ids[a:b].tolist()
+
+
+def prepare(
+    cfg: DataConfig, corpus_dir: str | Path | None = None, data_dir: str | Path | None = None, log=print
+) -> PreparedData:
+    """Tokenize and cache `cfg.corpus` unless an identical cache exists; return it."""
+    corpus = open_corpus(cfg.corpus, corpus_dir)
+    lowercase = corpus.lowercase if cfg.lowercase is None else cfg.lowercase
+    settings = dict(cfg.to_dict(), lowercase=lowercase, version=CACHE_VERSION, source=corpus.fingerprint())
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(cfg.corpus).name or "corpus")
+    out = Path(data_dir or default_data_dir()) / f"{slug}-{key}"
+    if (out / "meta.json").is_file():
+        return PreparedData(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=out.parent))
+    try:
+        log(f"tokenizing {cfg.corpus} (train split only for the vocabulary)...")
+        tok = Tokenizer.train(
+            (tokens for tokens, _ in corpus.units("train")),
+            max_vocab=cfg.max_vocab,
+            min_freq=cfg.min_freq,
+            lowercase=lowercase,
+            pretokenized=corpus.pretokenized,
+        )
+        if len(tok) <= 5:
+            raise BilmError(f"corpus {cfg.corpus!r}: the train split has no words")
+        tok.save(tmp / "tokenizer.json")
+        dtype = "uint16" if len(tok) < 2**16 else "uint32"
+        splits = {split: _encode_split(corpus, split, tok, tmp, dtype) for split in SPLITS}
+        for split, counts in splits.items():
+            if counts["tokens"] == 0:
+                raise BilmError(f"corpus {cfg.corpus!r}: the {split} split has no text")
+        meta = dict(config=dict(cfg.to_dict(), lowercase=lowercase), vocab_size=len(tok), dtype=dtype, splits=splits)
+        meta.update(key=key, source=corpus.fingerprint(), pretokenized=corpus.pretokenized, version=CACHE_VERSION)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished the same cache first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedData(out)
+
+
+def _encode_split(corpus: Corpus, split: str, tok: Tokenizer, out: Path, dtype: str) -> dict:
+    """Stream one split to `{split}.ids` and `{split}.spans.npy`, a chunk of units at a time."""
+    n_tokens = n_unk = 0
+    spans: list[tuple[int, int]] = []
+    with open(out / f"{split}.ids", "wb") as f:
+        chunk: list = []
+
+        def flush():
+            nonlocal n_tokens, n_unk
+            encoded = tok.encode_batch([tokens for tokens, _ in chunk]) if chunk else []
+            for (_, unit_spans), ids in zip(chunk, encoded, strict=True):
+                spans.extend((n_tokens + a, n_tokens + b) for a, b in unit_spans if b > a)
+                arr = np.asarray(ids + [tok.eos_id], dtype=dtype)
+                n_unk += int((arr == tok.unk_id).sum())
+                n_tokens += arr.size
+                arr.tofile(f)
+            chunk.clear()
+
+        for unit in corpus.units(split):
+            chunk.append(unit)
+            if len(chunk) >= CHUNK_UNITS:
+                flush()
+        flush()
+    np.save(out / f"{split}.spans.npy", np.asarray(spans, dtype=np.int64).reshape(-1, 2))
+    return dict(tokens=n_tokens, unk=n_unk, sentences=len(spans))
+
+
+class StreamBatches:
+    """The stream cut into B rows, read T steps at a time (truncated BPTT).
+
+        stream: a b c d e f g h i j k l m n o p q r s t u v w x      B = 4, T = 2
+        rows:   a b c d e f  | g h i j k l  | m n o p q r  | s t u v w x
+        batch 0: inputs [[a b] [g h] [m n] [s t]]  targets [[b c] [h i] [n o] [t u]]
+        batch 1: inputs [[c d] [i j] ...]          (state carried from batch 0)
+
+    Each row continues where it left off, so the hidden state carries across batches.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int):
+        self.bptt = bptt
+        per_row = (len(ids) - 1) // batch_size
+        if per_row < 2:
+            raise BilmError(f"too little text for batch size {batch_size}: {len(ids)} tokens")
+        self.inputs = ids[: per_row * batch_size].reshape(batch_size, per_row)
+        self.targets = ids[1 : per_row * batch_size + 1].reshape(batch_size, per_row)
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[1] // self.bptt)
+
+    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        for i in range(start, len(self)):
+            cols = slice(i * self.bptt, (i + 1) * self.bptt)
+            yield Batch(_long(self.inputs[:, cols]), _long(self.targets[:, cols]))
+
+
+class SentenceBatches:
+    """Padded batches of whole sentences, `<bos> w1..wn <eos> <pad>...` (B, n_max + 2).
+
+    Sentences longer than `max_len` are cut into pieces. With `shuffle`, each epoch draws
+    its order from (seed, epoch) alone, so a resumed run sees the same batches; similar
+    lengths are batched together to waste little on padding.
+    """
+
+    def __init__(self, ids, spans, batch_size, max_len, bos, eos, pad, shuffle=True, seed=0):
+        self.ids, self.batch_size, self.shuffle, self.seed = ids, batch_size, shuffle, seed
+        self.bos, self.eos, self.pad = bos, eos, pad
+        pieces = [(s, min(s + max_len, e)) for a, e in spans for s in range(int(a), int(e), max_len)]
+        self.spans = np.asarray(pieces, dtype=np.int64).reshape(-1, 2)
+        if len(self.spans) == 0:
+            raise BilmError("no sentences to batch")
+
+    def __len__(self) -> int:
+        return -(-len(self.spans) // self.batch_size)
+
+    def _order(self, epoch: int) -> list[np.ndarray]:
+        lengths = self.spans[:, 1] - self.spans[:, 0]
+        if not self.shuffle:
+            order = np.argsort(lengths, kind="stable")
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.spans), generator=g).numpy()
+        pool = self.batch_size * 50
+        batches = []
+        for i in range(0, len(perm), pool):
+            group = perm[i : i + pool]
+            group = group[np.argsort(lengths[group], kind="stable")]
+            batches += [group[j : j + self.batch_size] for j in range(0, len(group), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        for index in self._order(epoch)[start:]:
+            yield self.collate([self.ids[a:b] for a, b in self.spans[index]])
+
+    def collate(self, sentences: list) -> Batch:
+        return pad_sentences(sentences, self.bos, self.eos, self.pad)
+
+
+def pad_sentences(sentences: list, bos: int, eos: int, pad: int) -> Batch:
+    """Sentences (lists of ids) -> Batch(inputs (B, n_max + 2), lengths (B,))."""
+    lengths = [len(s) for s in sentences]
+    out = np.full((len(sentences), max(lengths) + 2), pad, dtype=np.int64)
+    out[:, 0] = bos
+    for row, s in enumerate(sentences):
+        out[row, 1 : len(s) + 1] = s
+        out[row, len(s) + 1] = eos
+    return Batch(torch.from_numpy(out), lengths=torch.tensor(lengths))
+
+
+def _long(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))

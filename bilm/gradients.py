@@ -1,0 +1,205 @@
+"""How far back a prediction can feel its context: gradient norms against distance.
+
+For a window of n words predicting one word w, distance k counts words back from w
+(k = 1 is the word just before it; for the bi model's right side, the word just after):
+
+    g(k) = ||d log p(w | context) / d e_k||       e_k: input embedding k words away   (B, n)
+    h(k) = ||d log p(w | context) / d h_k||       h_k: recurrent state after reading that word
+                                                    (all layers; for the LSTM the h part)
+
+Cost: the windows of a batch are independent, so the sum of their target log-probs has,
+for each window, exactly that window's gradient. One forward and one backward per batch
+measures every distance of every window. The embedding output is swapped for a leaf
+tensor by a forward hook, so nothing in the model changes. Hidden states need one extra
+thing: the recurrent stacks are wrapped to run one step at a time, so that each step's
+state is a node of the graph (a fused kernel keeps them inside).
+
+The bi model is measured with two blanks per window: the last word (its left context
+spans all n words before it) and the first word (its right context spans all n after).
+
+A per-step decay factor r gives g(k) ~ r^k; the fit of log median g(k) against k gives
+r, reported as a half-life ln 2 / -ln r in words (None when the signal does not decay).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+STACKS = ("rnn", "fwd", "bwd")  # the recurrent stacks of UniLM / BiLM, see models.py
+
+
+class StepRecorder(nn.Module):
+    """Runs a recurrent stack one step at a time and keeps each step's hidden state.
+
+    Returns the top layer of the state as the output, so the gradient reaching an
+    output also reaches the recorded state: `states[t]` (layers, B, H) carries the
+    full dL/dh_t.
+    """
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+        self.states: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, state=None):
+        outs = []
+        for t in range(x.size(1)):
+            _, state = self.rnn(x[:, t : t + 1], state)
+            h = state[0] if isinstance(state, tuple) else state
+            self.states.append(h)
+            outs.append(h[-1])
+        return torch.stack(outs, 1), state
+
+
+@contextmanager
+def probes(model: nn.Module, hidden: bool):
+    """Make the embedding output a leaf and (with `hidden`) record every recurrent state.
+
+    Yields a dict: "emb" -> list of embedding leaves, stack name -> StepRecorder.
+    """
+    found: dict = {"emb": []}
+
+    def leaf(module, inputs, out):
+        out = out.detach().requires_grad_()
+        found["emb"].append(out)
+        return out
+
+    handle = model.embedding.register_forward_hook(leaf)
+    originals = {name: getattr(model, name) for name in STACKS if hidden and hasattr(model, name)}
+    for name, rnn in originals.items():
+        found[name] = StepRecorder(rnn)
+        setattr(model, name, found[name])
+    try:
+        yield found
+    finally:
+        handle.remove()
+        for name, rnn in originals.items():
+            setattr(model, name, rnn)
+
+
+def _grad_norms(total: torch.Tensor, emb: torch.Tensor, states: list[torch.Tensor]):
+    """Per-row gradient norms: embedding (B, T, E) -> (B, T); states (layers, B, H) each -> (B, T)."""
+    grads = torch.autograd.grad(total, [emb, *states], allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip([emb, *states], grads, strict=True)]
+    hidden = torch.stack([g.norm(dim=-1).norm(dim=0) for g in grads[1:]], 1) if states else None
+    return grads[0].norm(dim=-1), hidden
+
+
+@torch.enable_grad()
+def uni_norms(model: nn.Module, windows: torch.Tensor, hidden: bool = True) -> dict:
+    """Windows (B, n+1): the first n tokens predict the last one.
+
+    Returns {"left": {"emb": (B, n), "hidden": (B, n)}}, column k-1 = distance k.
+    """
+    with probes(model, hidden) as found:
+        h, _ = model(windows[:, :-1])
+        logp = model.target_log_prob(h[:, -1], windows[:, -1])
+        emb, states = _grad_norms(logp.sum(), found["emb"][0], found["rnn"].states if hidden else [])
+    out = {"emb": emb.flip(1)}
+    if hidden:
+        out["hidden"] = states.flip(1)
+    return {"left": out}
+
+
+@torch.enable_grad()
+def bi_norms(model: nn.Module, windows: torch.Tensor, hidden: bool = True) -> dict:
+    """Windows (B, n) of words; each is measured with the last and with the first word blank.
+
+    Returns {"left": {...}, "right": {...}}, each {"emb": (B, n), "hidden": (B, n)};
+    column k-1 = distance k from the blank (k = n reaches <bos> / <eos>). Also checks
+    that the blank itself got no gradient: the model must never see the word it predicts.
+    """
+    cfg = model.cfg
+    B, n = windows.shape
+    ends = lambda token: torch.full((B, 1), token, dtype=windows.dtype, device=windows.device)  # noqa: E731
+    ids = torch.cat([ends(cfg.bos_id), windows, ends(cfg.eos_id)], 1).repeat(2, 1)  # (2B, n+2)
+    lengths = torch.full((2 * B,), n, device=windows.device)
+    with probes(model, hidden) as found:
+        h = model(ids, lengths)  # (2B, n, H): position j predicts word j+1 of ids
+        features = torch.cat([h[:B, -1], h[B:, 0]])
+        logp = model.target_log_prob(features, torch.cat([windows[:, -1], windows[:, 0]]))
+        states = found["fwd"].states + found["bwd"].states if hidden else []
+        emb, states = _grad_norms(logp.sum(), found["emb"][0], states)  # (2B, n+2), (2B, 2(n+2))
+    if emb[:B, n].any() or emb[B:, 1].any():
+        raise AssertionError("the bi model's prediction depends on the blank word itself")
+    left, right = {"emb": emb[:B, :n].flip(1)}, {"emb": emb[B:, 2:]}
+    if hidden:
+        fwd, bwd = states[:, : n + 2], states[:, n + 2 :]  # bwd in its reading order: step r reads n+1-r
+        left["hidden"], right["hidden"] = fwd[:B, :n].flip(1), bwd[B:, :n].flip(1)
+    return {"left": left, "right": right}
+
+
+def measure(model: nn.Module, windows: torch.Tensor, batch_size: int = 100, hidden: bool = True) -> dict:
+    """Gradient norms for all windows (N, n+1) for uni, (N, n) for bi, in batches; numpy arrays (N, n)."""
+    model.eval()
+    norms = uni_norms if model.cfg.kind == "uni" else bi_norms
+    parts = [norms(model, windows[i : i + batch_size], hidden) for i in range(0, len(windows), batch_size)]
+    return {
+        side: {what: torch.cat([p[side][what] for p in parts]).double().numpy() for what in parts[0][side]}
+        for side in parts[0]
+    }
+
+
+def fit_decay(g: np.ndarray, k_min: int = 1) -> tuple[float, float | None]:
+    """Least-squares fit of log g(k) = a + k log r over k >= k_min; returns (r, half-life in words).
+
+    Zero entries (underflow: the signal is below float precision) are left out of the fit.
+    The half-life is None when r >= 1 (no decay).
+    """
+    k = np.arange(1, len(g) + 1)
+    keep = (k >= k_min) & (g > 0)
+    if keep.sum() < 2:
+        return 0.0, 0.0
+    slope = np.polyfit(k[keep], np.log(g[keep]), 1)[0]
+    rate = math.exp(slope)
+    return rate, (math.log(2) / -slope if slope < 0 else None)
+
+
+def summarize(g: np.ndarray) -> dict:
+    """Median and quartiles over windows (N, K) of each distance, the decay fit, far/near ratio."""
+    q25, median, q75 = np.quantile(g, [0.25, 0.5, 0.75], axis=0)
+    rate, half_life = fit_decay(median)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far_near = np.median(g[:, -1] / g[:, 0])
+    return {
+        "median": median.tolist(),
+        "q25": q25.tolist(),
+        "q75": q75.tolist(),
+        "rate_per_step": rate,
+        "half_life": half_life,
+        "far_near": float(far_near),
+    }
+
+
+def windows_from_stream(stream: torch.Tensor, width: int, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` non-overlapping windows (count, width) cut at random places from a 1-D token stream.
+
+    Consecutive sentences joined by <eos> give windows longer than any one sentence.
+    """
+    slots = len(stream) // width
+    if slots < 1:
+        raise ValueError(f"the token stream ({len(stream)} tokens) is shorter than one window of {width}")
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randperm(slots, generator=g)[: min(count, slots)] * width
+    return torch.stack([stream[s : s + width] for s in starts.tolist()])
+
+
+def profile(model: nn.Module, stream: torch.Tensor, lengths, count: int, batch_size: int = 100,
+            hidden: bool = True, seed: int = 0) -> list[dict]:
+    """Measure and summarize windows of each length; one entry per (length, side)."""
+    entries = []
+    extra = 1 if model.cfg.kind == "uni" else 0  # the uni window also holds its target
+    for n in lengths:
+        measured = measure(model, windows_from_stream(stream, n + extra, count, seed), batch_size, hidden)
+        for side, arrays in measured.items():
+            entry = {"length": n, "direction": side, "windows": len(arrays["emb"])}
+            entry.update(summarize(arrays["emb"]))
+            if hidden:
+                entry["hidden"] = summarize(arrays["hidden"])
+            entries.append(entry)
+    return entries

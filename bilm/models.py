@@ -1,0 +1,250 @@
+"""The two language models: `uni` (next word) and `bi` (fill in the blank).
+
+Both own their loss (`model.loss(batch, state)`), so the trainer knows nothing
+about either. Shapes are batch first: B sentences or stream rows, T time steps,
+E embedding size, H hidden size, V vocabulary.
+
+uni:  ids (B, T) -> embed (B, T, E) -> RNN stack -> (B, T, H) -> output layer -> p(w_{t+1} | w_<=t)
+
+bi:   the word at position t is predicted from two separate stacks that never see it
+      (ELMo / context2vec style; a stacked `bidirectional=True` RNN would leak, because
+      its second layer sees both directions of the first):
+
+          <bos>  w1   w2   w3   <eos>
+      fwd  f0 -> f1 -> f2 -> f3            left context of w_t  = f_{t-1}
+      bwd        b1 <- b2 <- b3 <- b4      right context of w_t = b_{t+1}
+
+      [f_{t-1}; b_{t+1}] -> Linear(2H, H) -> tanh -> output layer -> p(w_t | rest)
+
+      All positions of a sentence are trained in one pass per direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cells import make_rnn
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "uni"  # uni | bi
+    vocab_size: int = 0
+    cell: str = "lstm"
+    init: str = "default"  # recurrent weight initialisation, see cells.py
+    cell_options: dict = field(default_factory=dict)  # cell-specific settings, see cells.py
+    emb_size: int = 200
+    hidden_size: int = 200
+    layers: int = 2
+    dropout: float = 0.2
+    tie_weights: bool = True  # only with the full softmax
+    output: str = "adaptive"  # adaptive | full
+    cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
+    pad_id: int = 0
+    unk_id: int = 1
+    bos_id: int = 2
+    eos_id: int = 3
+    blank_id: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    """A training or evaluation batch.
+
+    uni: `inputs` (B, T) and `targets` (B, T), one step ahead in the stream.
+    bi:  `inputs` (B, L) = <bos> w1..wn <eos> <pad>...; `lengths` (B,) counts w1..wn.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+
+    def to(self, device) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.inputs), move(self.targets), move(self.lengths))
+
+    @property
+    def num_tokens(self) -> int:
+        """How many words this batch predicts (for tokens/s)."""
+        if self.lengths is not None:
+            return int(self.lengths.sum())
+        return self.targets.numel()
+
+
+class FullSoftmax(nn.Module):
+    """A linear layer over the whole vocabulary, optionally tied to the embedding."""
+
+    def __init__(self, in_features: int, vocab_size: int):
+        super().__init__()
+        self.decoder = nn.Linear(in_features, vocab_size)
+
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.decoder(h), dim=-1)
+
+    def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(self.decoder(h), targets, reduction="none")
+
+
+class AdaptiveSoftmax(nn.Module):
+    """Grave et al. 2017: frequent words in a small head, rare ones in cheaper clusters.
+
+    Exact probabilities (not sampled), so perplexities are comparable with the full softmax;
+    it needs a frequency-sorted vocabulary, which our tokenizer guarantees.
+    """
+
+    def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int]):
+        super().__init__()
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0)
+
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        return self.asm.log_prob(h)
+
+    def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.asm(h, targets).output
+
+
+def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
+    """The cutoffs the adaptive softmax will use; empty means a full softmax (tiny vocabularies)."""
+    if cfg.output not in ("adaptive", "full"):
+        raise ValueError(f"unknown output layer {cfg.output!r}; choose adaptive or full")
+    if cfg.output == "full":
+        return []
+    return sorted({c for c in cfg.cutoffs if 0 < c < cfg.vocab_size - 1})
+
+
+def make_output(cfg: ModelConfig, in_features: int) -> nn.Module:
+    cutoffs = adaptive_cutoffs(cfg)
+    if cutoffs:
+        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs)
+    return FullSoftmax(in_features, cfg.vocab_size)
+
+
+class LanguageModel(nn.Module):
+    """What both models share: embedding, dropout, output layer, sequence scoring."""
+
+    def __init__(self, cfg: ModelConfig, features: int):
+        super().__init__()
+        self.cfg = cfg
+        self.drop = nn.Dropout(cfg.dropout)
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_size)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        # Tying needs the output layer's input to be E wide: project H -> E if they differ.
+        self.tied = cfg.tie_weights and not adaptive_cutoffs(cfg)
+        self.proj = nn.Linear(features, cfg.emb_size) if self.tied and features != cfg.emb_size else None
+        self.output = make_output(cfg, cfg.emb_size if self.tied else features)
+        if self.tied:
+            self.output.decoder.weight = self.embedding.weight
+
+    def recurrent_stack(self) -> nn.Module:
+        c = self.cfg
+        return make_rnn(c.cell, c.emb_size, c.hidden_size, c.layers, c.dropout, c.init, **c.cell_options)
+
+    def _out_features(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.drop(h)
+        return self.proj(h) if self.proj is not None else h
+
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        """Full log-distribution (N, V) over the vocabulary from features (N, H)."""
+        return self.output.log_prob(self._out_features(h))
+
+    def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) (N,) from features (N, H); cheaper than `log_prob` with adaptive softmax."""
+        return self.output.target_log_prob(self._out_features(h), targets)
+
+
+class UniLM(LanguageModel):
+    """Next-word model; trained on the token stream with truncated BPTT."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cfg.hidden_size)
+        self.rnn = self.recurrent_stack()
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids (B, T) -> features (B, T, H), final state (carried across BPTT windows)."""
+        out, state = self.rnn(self.drop(self.embedding(ids)), state)
+        return out, state
+
+    def loss(self, batch: Batch, state=None):
+        h, state = self(batch.inputs, state)
+        logp = self.target_log_prob(h.reshape(-1, h.size(-1)), batch.targets.reshape(-1))
+        return -logp.mean(), state
+
+    def sequence_log_probs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log p(w_i | w_<i) for each position of `<eos> w1..wn <eos>` rows (B, L).
+
+        Returns (B, L-1): entry i scores ids[:, i+1]; positions past each row's n+1 are 0.
+        The stream separates lines with <eos>, so <eos> also serves as the start symbol.
+        """
+        h, _ = self(ids[:, :-1])
+        B, T, H = h.shape
+        logp = self.target_log_prob(h.reshape(-1, H), ids[:, 1:].reshape(-1)).view(B, T)
+        mask = torch.arange(T, device=ids.device)[None, :] < (lengths[:, None] + 1)
+        return logp * mask
+
+
+class BiLM(LanguageModel):
+    """Fill-in-the-blank model; the prediction at t never sees the token at t."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cfg.hidden_size)
+        self.fwd = self.recurrent_stack()
+        self.bwd = self.recurrent_stack()
+        self.combine = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size)
+
+    def context(self, ids: torch.Tensor, lengths: torch.Tensor):
+        """Left and right context states (B, L-2, H) for the words w1..w_{L-2}.
+
+        The backward stack reads each row reversed within its own length, so padding
+        always comes after the real tokens and cannot reach them.
+        """
+        B, L = ids.shape
+        x = self.drop(self.embedding(ids))
+        f, _ = self.fwd(x)
+        rev = _reverse_index(lengths + 2, L)  # rows hold n+2 real tokens incl. <bos>, <eos>
+        b, _ = self.bwd(x.gather(1, rev[..., None].expand_as(x)))
+        b = b.gather(1, rev[..., None].expand_as(b))
+        return f[:, :-2], b[:, 2:]
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) = <bos> w1..wn <eos> -> features (B, L-2, H) predicting w1..wn."""
+        left, right = self.context(ids, lengths)
+        return torch.tanh(self.combine(torch.cat([left, right], dim=-1)))
+
+    def loss(self, batch: Batch, state=None):
+        logp = self.sequence_log_probs(batch.inputs, batch.lengths)
+        mask = _length_mask(batch.lengths, logp.size(1))
+        return -(logp * mask).sum() / mask.sum(), None
+
+    def sequence_log_probs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log p(w_t | all other words) for every word; (B, L-2), 0 past each row's length."""
+        h = self(ids, lengths)
+        B, T, H = h.shape
+        mask = _length_mask(lengths, T)
+        logp = torch.zeros(B, T, device=ids.device)
+        logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask])
+        return logp
+
+
+def _length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _reverse_index(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """Index (B, L) that reverses each row's first `lengths[b]` entries and keeps the rest."""
+    pos = torch.arange(L, device=lengths.device)[None, :].expand(lengths.numel(), L)
+    return torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)
+
+
+def build_model(cfg: ModelConfig) -> LanguageModel:
+    if cfg.kind == "uni":
+        return UniLM(cfg)
+    if cfg.kind == "bi":
+        return BiLM(cfg)
+    raise ValueError(f"unknown model kind {cfg.kind!r}; choose uni or bi")

@@ -1,0 +1,377 @@
+"""One trainer for every model.
+
+`Trainer` knows nothing of the model: it calls `loss, state = model.loss(batch, state)`,
+carries `state` (detached) to the next batch for truncated BPTT, and gets batches
+from any callable `batches(epoch, start)`. `train()` wires a corpus, a model and
+checkpoints around it; the CLI is a thin layer over `train()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model
+from torch import nn
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_trainer_state, read_config, save_checkpoint
+from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare
+from .errors import BilmError
+from .evaluate import fill_perplexity, stream_perplexity
+from .models import Batch, ModelConfig, build_model
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd only
+    batch_size: int = 64
+    bptt: int = 35  # uni: truncated BPTT window
+    max_len: int = 80  # bi: longer sentences are cut into pieces
+    clip: float = 1.0  # max global gradient norm; 0 = off
+    clip_value: float = 0.0  # clip each gradient entry to [-v, v]; 0 = off
+    epochs: int = 40
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    lr_decay: float = 0.25  # multiply the learning rate by this when validation stops improving
+    plateau_patience: int = 0
+    early_stop: int = 3  # stop after this many validations without improvement; 0 = never
+    eval_every: int = 0  # also validate every N steps; 0 = once per epoch
+    log_every: int = 100
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BilmError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def detach(state):
+    """Cut the graph behind a carried hidden state (tensor, tuple of tensors or None)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach(s) for s in state)
+
+
+Batches = Callable[[int, int], Iterator[Batch]]
+
+
+class Trainer:
+    """Optimises `model.loss` over `batches`, validating with `evaluate(model) -> {"loss", "ppl"}`.
+
+    Budgets (`max_steps`, `max_minutes`) count the whole run across resumes. `on_save(tag,
+    trainer)` is called with tag "best" or "last" whenever a checkpoint is due.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        batches: Batches,
+        steps_per_epoch: int,
+        evaluate: Callable[[nn.Module], dict],
+        device: torch.device,
+        on_save: Callable[[str, Trainer], None] = lambda tag, trainer: None,
+        metrics_file: Path | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.model, self.cfg, self.batches, self.evaluate = model.to(device), cfg, batches, evaluate
+        self.steps_per_epoch, self.device, self.on_save, self.log = steps_per_epoch, device, on_save, log
+        self.metrics_file = metrics_file
+        params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            raise BilmError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=cfg.lr_decay, patience=cfg.plateau_patience
+        )
+        self.step = self.epoch = self.batch_index = self.bad_evals = 0
+        self.elapsed = 0.0  # wall-clock seconds (training + validation), across resumes
+        self.train_seconds = 0.0  # seconds inside training steps, for tokens/s
+        self.tokens = 0
+        self.best = math.inf
+        self.last_eval: dict = {}
+        self.state = None  # carried hidden state (uni stream)
+        torch.manual_seed(cfg.seed)
+
+    # -- state for resume ----------------------------------------------------------
+    def state_dict(self) -> dict:
+        counters = dict(step=self.step, epoch=self.epoch, batch_index=self.batch_index, bad_evals=self.bad_evals)
+        counters.update(elapsed=self.elapsed, train_seconds=self.train_seconds, tokens=self.tokens, best=self.best, last_eval=self.last_eval)
+        return dict(
+            counters=counters,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=torch.get_rng_state(),
+            hidden=self.state,
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.state = _to(state["hidden"], self.device)
+
+    # -- the loop ------------------------------------------------------------------
+    def out_of_budget(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return True
+        return cfg.max_minutes is not None and self.elapsed >= cfg.max_minutes * 60
+
+    def fit(self) -> dict:
+        """Train until the epochs, a budget or early stopping end it; returns the final metrics."""
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            self.on_save("last", self)
+            raise
+        return self.summary()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.elapsed += now - self._clock
+        self._clock = now
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        self._clock = time.perf_counter()
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped and not self.out_of_budget():
+            bar = tqdm(total=self.steps_per_epoch, initial=self.batch_index, desc=f"epoch {self.epoch + 1}",
+                       disable=None, leave=False, dynamic_ncols=True)
+            window = _Window()
+            for batch in self.batches(self.epoch, self.batch_index):
+                if self.out_of_budget():
+                    break
+                loss, norm = self.train_step(batch, window)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window.tokens_per_s:,.0f}")
+                if cfg.log_every and self.step % cfg.log_every == 0:
+                    self.record(dict(type="train", **window.summary(), lr=self.lr))
+                    window = _Window()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    stopped = self.validate(schedule=True)
+                    if stopped:
+                        break
+            else:
+                self.epoch += 1
+                self.batch_index = 0
+                self.state = None
+                bar.close()
+                stopped = self.validate(schedule=True)
+                continue
+            bar.close()
+        if self.last_eval.get("step") != self.step:
+            self.validate(schedule=False)
+
+    def train_step(self, batch: Batch, window: _Window) -> tuple[float, float]:
+        start = time.perf_counter()
+        self.model.train()
+        batch = batch.to(self.device)
+        loss, state = self.model.loss(batch, self.state)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.clip_value:
+            nn.utils.clip_grad_value_(params, self.cfg.clip_value)
+        norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
+        self.optimizer.step()
+        self.state = detach(state)
+        self.step += 1
+        self.batch_index += 1
+        self.tokens += batch.num_tokens
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self._tick()
+        window.add(loss.item(), norm, bool(self.cfg.clip and norm > self.cfg.clip), batch.num_tokens, seconds)
+        return loss.item(), norm
+
+    def validate(self, schedule: bool) -> bool:
+        """Evaluate; keep the best; with `schedule`, decay the lr / stop early. True = stop."""
+        result = self.evaluate(self.model)
+        self._tick()
+        improved = result["loss"] < self.best
+        self.best = min(self.best, result["loss"])
+        self.last_eval = dict(step=self.step, **result)
+        self.record(dict(type="valid", epoch=self.epoch, **result, best_ppl=math.exp(min(self.best, 50))))
+        self.log(
+            f"step {self.step:>6} | epoch {self.epoch} | valid ppl {result['ppl']:8.2f} | "
+            f"lr {self.lr:.2e} | {self.tokens / max(self.train_seconds, 1e-9):,.0f} tok/s | {self.elapsed / 60:.1f} min"
+        )
+        stop = False
+        if schedule:
+            self.scheduler.step(result["loss"])
+            self.bad_evals = 0 if improved else self.bad_evals + 1
+            stop = bool(self.cfg.early_stop and self.bad_evals >= self.cfg.early_stop)
+            if stop:
+                self.log(f"early stop: no improvement in {self.bad_evals} validations")
+        if improved:
+            self.on_save("best", self)
+        self.on_save("last", self)
+        return stop
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def summary(self) -> dict:
+        return dict(
+            step=self.step,
+            epoch=self.epoch,
+            train_tokens=self.tokens,
+            train_seconds=round(self.train_seconds, 2),
+            wall_seconds=round(self.elapsed, 2),
+            tokens_per_s=round(self.tokens / max(self.train_seconds, 1e-9), 1),
+            valid_loss=self.last_eval.get("loss"),
+            valid_ppl=self.last_eval.get("ppl"),
+            best_valid_ppl=math.exp(min(self.best, 50)) if self.best < math.inf else None,
+            lr=self.lr,
+        )
+
+    def record(self, entry: dict) -> None:
+        if self.metrics_file is not None:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(dict(entry, step=self.step, elapsed=round(self.elapsed, 3))) + "\n")
+
+
+class _Window:
+    """Running figures over one logging interval."""
+
+    def __init__(self):
+        self.losses, self.norms, self.clipped, self.tokens, self.seconds = [], [], 0, 0, 0.0
+
+    def add(self, loss: float, norm: float, clipped: bool, tokens: int, seconds: float) -> None:
+        self.losses.append(loss)
+        self.norms.append(norm)
+        self.clipped += clipped
+        self.tokens += tokens
+        self.seconds += seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def summary(self) -> dict:
+        n = max(len(self.losses), 1)
+        return dict(
+            loss=sum(self.losses) / n,
+            grad_norm=sum(self.norms) / n,
+            clip_rate=self.clipped / n,
+            tokens_per_s=round(self.tokens_per_s, 1),
+        )
+
+
+def _to(state, device):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    return type(state)(_to(s, device) for s in state)
+
+
+def train(
+    data_cfg: DataConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    out: str | Path = "checkpoints/run",
+    corpus_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    budget: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Prepare the corpus, build the model, train it and write `out/{best,last}/`.
+
+    With `resume`, everything comes from `out/last/` (configs, weights, optimizer, RNG,
+    position in the epoch); `budget` may raise `max_steps` / `max_minutes` / `epochs`.
+    """
+    out = Path(out)
+    if resume:
+        config = read_config(out / "last")
+        data_cfg = DataConfig(**config["data"])
+        model_cfg = ModelConfig(**config["model"])
+        train_cfg = TrainConfig(**config["train"])
+        corpus_dir = corpus_dir or config.get("corpus_dir")
+    else:
+        data_cfg, model_cfg, train_cfg = data_cfg or DataConfig(), model_cfg or ModelConfig(), train_cfg or TrainConfig()
+        if (out / "last").exists():
+            raise BilmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    for k, v in (budget or {}).items():
+        if v is not None:
+            setattr(train_cfg, k, v)
+    device = resolve_device(train_cfg.device)
+    data = prepare(data_cfg, corpus_dir, data_dir, log=log)
+    tok = data.tokenizer
+    model_cfg.vocab_size = len(tok)
+    model_cfg.pad_id, model_cfg.unk_id, model_cfg.bos_id = tok.pad_id, tok.unk_id, tok.bos_id
+    model_cfg.eos_id, model_cfg.blank_id = tok.eos_id, tok.blank_id
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(model_cfg)
+    batches, evaluate = _task(model_cfg.kind, data, train_cfg, device)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(
+        bilm_version=__version__,
+        data=data_cfg.to_dict(),
+        model=model_cfg.to_dict(),
+        train=train_cfg.to_dict(),
+        corpus_dir=str(corpus_dir) if corpus_dir else None,
+        data_cache=str(data.path),
+        command=shlex.join(sys.argv),
+    )
+
+    def on_save(tag: str, trainer: Trainer) -> None:
+        state = trainer.state_dict() if tag == "last" else None
+        metrics = dict(trainer.summary(), data=data.meta["splits"], params=sum(p.numel() for p in model.parameters()))
+        save_checkpoint(out / tag, model, tok, config, metrics, state)
+
+    trainer = Trainer(model, train_cfg, batches, len(batches), evaluate, device, on_save, out / "metrics.jsonl", log)
+    if resume:
+        load_model(trainer.model, str(out / "last" / "model.safetensors"))
+        trainer.load_state_dict(load_trainer_state(out / "last"))
+        log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, {n_params:,} parameters, "
+        f"vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}")
+    return trainer.fit()
+
+
+def _task(kind: str, data: PreparedData, cfg: TrainConfig, device) -> tuple:
+    """Batches and validation for a model kind: the stream for uni, sentences for bi."""
+    train_ids = data.stream("train")
+    if kind == "uni":
+        batches = StreamBatches(train_ids, cfg.batch_size, cfg.bptt)
+        valid = data.stream("valid")
+        return batches, lambda model: stream_perplexity(model, valid, device, bptt=cfg.bptt)
+    tok = data.tokenizer
+    batches = SentenceBatches(
+        train_ids, data.spans("train"), cfg.batch_size, cfg.max_len, tok.bos_id, tok.eos_id, tok.pad_id, seed=cfg.seed
+    )
+    valid, spans = data.stream("valid"), data.spans("valid")
+    return batches, lambda model: fill_perplexity(model, valid, spans, device)
+

@@ -130,7 +130,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     try:
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     except (SafetensorError, RuntimeError, OSError) as e:
-        raise BilmError(f"checkpoint {path}: model.safetensors is corrupt or does not match config.json ({e})") from None
+        raise BilmError(
+            f"checkpoint {path}: model.safetensors is corrupt or does not match config.json ({e})"
+        ) from None
     if missing or unexpected:
         raise BilmError(f"checkpoint {path}: weights do not match config.json (missing {missing}, extra {unexpected})")
     metrics_file = path / "metrics.json"

@@ -1,9 +1,9 @@
 """The `bilm` command: a thin layer over the Python API.
 
-    bilm prepare wikitext-2
-    bilm train --model uni --corpus wikitext-2 --max-minutes 20 --out checkpoints/wt2-uni
-    bilm predict checkpoints/wt2-uni "the boys went to the" -k 10
-    bilm fill checkpoints/wt2-bi "the boys went to the ___ and then got out of the pool ." -k 10
+bilm prepare wikitext-2
+bilm train --model uni --corpus wikitext-2 --max-minutes 20 --out checkpoints/wt2-uni
+bilm predict checkpoints/wt2-uni "the boys went to the" -k 10
+bilm fill checkpoints/wt2-bi "the boys went to the ___ and then got out of the pool ." -k 10
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def cli():
 
 
 corpus_dir_option = click.option(
-    "--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False),
+    "--corpus-dir",
+    envvar="BILM_CORPUS_DIR",
+    type=click.Path(file_okay=False),
     help="Folder holding the named corpora (env BILM_CORPUS_DIR; default ../shared/corpora when present).",
 )
 data_dir_option = click.option(
@@ -45,7 +47,9 @@ data_dir_option = click.option(
 
 
 def data_options(f):
-    f = click.option("--max-vocab", type=int, default=None, help="Keep the N most frequent train words (incl. specials).")(f)
+    f = click.option(
+        "--max-vocab", type=int, default=None, help="Keep the N most frequent train words (incl. specials)."
+    )(f)
     f = click.option("--min-freq", type=int, default=1, show_default=True, help="Drop train words seen fewer times.")(f)
     f = click.option("--lowercase/--keep-case", default=None, help="Lower-case the text (default: per corpus).")(f)
     return f
@@ -65,14 +69,18 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     meta = data.meta
     click.echo(f"{corpus}: vocabulary {meta['vocab_size']:,} (train split only), cached in {data.path}")
     for split, s in meta["splits"].items():
-        click.echo(f"  {split:<5} {s['tokens']:>10,} tokens  {s['sentences']:>8,} sentences  "
-                   f"<unk> {100 * s['unk'] / max(s['tokens'], 1):.2f}%")
+        click.echo(
+            f"  {split:<5} {s['tokens']:>10,} tokens  {s['sentences']:>8,} sentences  "
+            f"<unk> {100 * s['unk'] / max(s['tokens'], 1):.2f}%"
+        )
 
 
 @cli.command()
 @click.option("--model", "kind", type=click.Choice(["uni", "bi"]), default="uni", show_default=True)
 @click.option("--corpus", default="wikitext-2", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (best/, last/, metrics.jsonl).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Run folder (best/, last/, metrics.jsonl)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--cell", default="lstm", show_default=True, help="lstm, gru, rnn-tanh, rnn-relu, ...")
 @click.option("--init", default="default", show_default=True, help="Recurrent weight initialisation.")
@@ -99,9 +107,39 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @data_options
 @corpus_dir_option
 @data_dir_option
-def train(kind, corpus, out, resume, cell, init, layers, hidden, emb, dropout, tie, output, optimizer, lr,
-          weight_decay, batch_size, bptt, clip, clip_value, epochs, max_steps, max_minutes, patience, eval_every,
-          seed, device, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
+def train(
+    kind,
+    corpus,
+    out,
+    resume,
+    cell,
+    init,
+    layers,
+    hidden,
+    emb,
+    dropout,
+    tie,
+    output,
+    optimizer,
+    lr,
+    weight_decay,
+    batch_size,
+    bptt,
+    clip,
+    clip_value,
+    epochs,
+    max_steps,
+    max_minutes,
+    patience,
+    eval_every,
+    seed,
+    device,
+    max_vocab,
+    min_freq,
+    lowercase,
+    corpus_dir,
+    data_dir,
+):
     """Train a uni (next word) or bi (fill in the blank) model. Ctrl-C saves last/ for --resume."""
     from .data import DataConfig
     from .models import ModelConfig
@@ -110,17 +148,40 @@ def train(kind, corpus, out, resume, cell, init, layers, hidden, emb, dropout, t
 
     budget = dict(max_steps=max_steps, max_minutes=max_minutes, epochs=epochs)
     data_cfg = DataConfig(corpus, max_vocab, min_freq, lowercase)
-    model_cfg = ModelConfig(kind=kind, cell=cell, init=init, emb_size=emb, hidden_size=hidden, layers=layers,
-                            dropout=dropout, tie_weights=tie, output=output)
-    train_cfg = TrainConfig(optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, bptt=bptt,
-                            clip=clip, clip_value=clip_value, early_stop=patience, eval_every=eval_every, seed=seed,
-                            device=device)
+    model_cfg = ModelConfig(
+        kind=kind,
+        cell=cell,
+        init=init,
+        emb_size=emb,
+        hidden_size=hidden,
+        layers=layers,
+        dropout=dropout,
+        tie_weights=tie,
+        output=output,
+    )
+    train_cfg = TrainConfig(
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        bptt=bptt,
+        clip=clip,
+        clip_value=clip_value,
+        early_stop=patience,
+        eval_every=eval_every,
+        seed=seed,
+        device=device,
+    )
     try:
         result = run_train(data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo)
     except KeyboardInterrupt:
-        raise BilmError(f"interrupted: progress saved in {out}/last; continue with: bilm train --resume --out {out}")
-    click.echo(f"done: {result['step']:,} steps, valid ppl {result['valid_ppl']:.2f} "
-               f"(best {result['best_valid_ppl']:.2f}), {result['tokens_per_s']:,.0f} tokens/s -> {out}")
+        raise BilmError(
+            f"interrupted: progress saved in {out}/last; continue with: bilm train --resume --out {out}"
+        ) from None
+    click.echo(
+        f"done: {result['step']:,} steps, valid ppl {result['valid_ppl']:.2f} "
+        f"(best {result['best_valid_ppl']:.2f}), {result['tokens_per_s']:,.0f} tokens/s -> {out}"
+    )
 
 
 def _choices(value: str | None) -> list[str] | None:

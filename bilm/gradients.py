@@ -157,7 +157,7 @@ def fit_decay(g: np.ndarray, k_min: int = 1) -> tuple[float, float | None]:
         return 0.0, 0.0
     slope = np.polyfit(k[keep], np.log(g[keep]), 1)[0]
     rate = math.exp(slope)
-    return rate, (math.log(2) / -slope if slope < 0 else None)
+    return rate, (float(math.log(2) / -slope) if slope < 0 else None)
 
 
 def summarize(g: np.ndarray) -> dict:

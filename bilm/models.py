@@ -101,7 +101,9 @@ class AdaptiveSoftmax(nn.Module):
 
     def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int]):
         super().__init__()
-        self.asm = nn.AdaptiveLogSoftmaxWithLoss(in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0)
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(
+            in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0
+        )
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
         return self.asm.log_prob(h)

@@ -110,8 +110,12 @@ class Predictor:
         left = self._next_log_probs(q.left)
         return [
             Prediction("uni-left", self._rank(left, k, choices), q.unknown, "left context only"),
-            Prediction("uni-rescore", self._rescore(q, left, k, choices), q.unknown,
-                       f"top {SHORTLIST} left-context candidates rescored with the whole sentence"),
+            Prediction(
+                "uni-rescore",
+                self._rescore(q, left, k, choices),
+                q.unknown,
+                f"top {SHORTLIST} left-context candidates rescored with the whole sentence",
+            ),
         ]
 
     @torch.inference_mode()

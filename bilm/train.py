@@ -120,7 +120,13 @@ class Trainer:
     # -- state for resume ----------------------------------------------------------
     def state_dict(self) -> dict:
         counters = dict(step=self.step, epoch=self.epoch, batch_index=self.batch_index, bad_evals=self.bad_evals)
-        counters.update(elapsed=self.elapsed, train_seconds=self.train_seconds, tokens=self.tokens, best=self.best, last_eval=self.last_eval)
+        counters.update(
+            elapsed=self.elapsed,
+            train_seconds=self.train_seconds,
+            tokens=self.tokens,
+            best=self.best,
+            last_eval=self.last_eval,
+        )
         return dict(
             counters=counters,
             optimizer=self.optimizer.state_dict(),
@@ -163,8 +169,14 @@ class Trainer:
         self._clock = time.perf_counter()
         stopped = False
         while self.epoch < cfg.epochs and not stopped and not self.out_of_budget():
-            bar = tqdm(total=self.steps_per_epoch, initial=self.batch_index, desc=f"epoch {self.epoch + 1}",
-                       disable=None, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=self.batch_index,
+                desc=f"epoch {self.epoch + 1}",
+                disable=None,
+                leave=False,
+                dynamic_ncols=True,
+            )
             window = _Window()
             for batch in self.batches(self.epoch, self.batch_index):
                 if self.out_of_budget():
@@ -319,7 +331,11 @@ def train(
         train_cfg = TrainConfig(**config["train"])
         corpus_dir = corpus_dir or config.get("corpus_dir")
     else:
-        data_cfg, model_cfg, train_cfg = data_cfg or DataConfig(), model_cfg or ModelConfig(), train_cfg or TrainConfig()
+        data_cfg, model_cfg, train_cfg = (
+            data_cfg or DataConfig(),
+            model_cfg or ModelConfig(),
+            train_cfg or TrainConfig(),
+        )
         if (out / "last").exists():
             raise BilmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     for k, v in (budget or {}).items():
@@ -356,8 +372,10 @@ def train(
         trainer.load_state_dict(load_trainer_state(out / "last"))
         log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, {n_params:,} parameters, "
-        f"vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}")
+    log(
+        f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, {n_params:,} parameters, "
+        f"vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
+    )
     return trainer.fit()
 
 
@@ -374,4 +392,3 @@ def _task(kind: str, data: PreparedData, cfg: TrainConfig, device) -> tuple:
     )
     valid, spans = data.stream("valid"), data.spans("valid")
     return batches, lambda model: fill_perplexity(model, valid, spans, device)
-

@@ -373,8 +373,8 @@ def train(
         log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
     n_params = sum(p.numel() for p in model.parameters())
     log(
-        f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, {n_params:,} parameters, "
-        f"vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
+        f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, "
+        f"{n_params:,} parameters, vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
     )
     return trainer.fit()
 

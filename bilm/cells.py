@@ -60,8 +60,12 @@ class LoopRNN(nn.Module):
         bound = 1 / math.sqrt(hidden_size)
         for layer in range(num_layers):
             size_in = input_size if layer == 0 else hidden_size
-            for name, shape in (("weight_ih", (hidden_size, size_in)), ("weight_hh", (hidden_size, hidden_size)),
-                                ("bias_ih", (hidden_size,)), ("bias_hh", (hidden_size,))):
+            for name, shape in (
+                ("weight_ih", (hidden_size, size_in)),
+                ("weight_hh", (hidden_size, hidden_size)),
+                ("bias_ih", (hidden_size,)),
+                ("bias_hh", (hidden_size,)),
+            ):
                 self.register_parameter(f"{name}_l{layer}", nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
@@ -101,8 +105,10 @@ def make_rnn(
     allowed = OPTIONS.get(cell, set()) | INIT_OPTIONS.get(init, set())
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for cell {cell} with init {init}; "
-                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for cell {cell} with init {init}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
     dropout = dropout if layers > 1 else 0.0
     kwargs = dict(num_layers=layers, dropout=dropout, batch_first=True)
     if cell == "lstm":

@@ -237,6 +237,19 @@ def fill(checkpoint, text, k, choices, as_json, device):
     _show(Predictor.load(checkpoint, device).fill(text, k, _choices(choices)), as_json)
 
 
+def _register() -> None:
+    """Commands that live beside the modules they drive (each imports torch lazily)."""
+    from .cli_eval import evaluate, mscc
+    from .lab_cli import bench, gradients
+    from .repl import repl
+
+    for command in (repl, evaluate, mscc, gradients, bench):
+        cli.add_command(command)
+
+
+_register()
+
+
 def main():
     cli(prog_name="bilm")
 

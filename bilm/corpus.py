@@ -158,10 +158,11 @@ class RawTextCorpus(Corpus):
 
 
 class Document:
-    """Lines [first, last) of a text file (None = to the end), or every `every`-th paragraph."""
+    """Lines [first, last) of a text file (None = to the end); `keep(i)` picks paragraphs by
+    index, and paragraphs matching `drop` (e.g. Gutenberg's own title lines) are skipped."""
 
-    def __init__(self, path: Path, first: int = 0, last: int | None = None, keep=None):
-        self.path, self.first, self.last, self.keep = path, first, last, keep
+    def __init__(self, path: Path, first: int = 0, last: int | None = None, keep=None, drop: re.Pattern | None = None):
+        self.path, self.first, self.last, self.keep, self.drop = path, first, last, keep, drop
 
     def paragraphs(self) -> Iterator[str]:
         buf, index = [], 0
@@ -172,11 +173,14 @@ class Document:
                 buf.append(line.strip())
                 continue
             if buf:
-                if self.keep is None or self.keep(index):
-                    yield " ".join(buf)
+                yield from self._emit(" ".join(buf), index)
                 buf, index = [], index + 1
-        if buf and (self.keep is None or self.keep(index)):
-            yield " ".join(buf)
+        if buf:
+            yield from self._emit(" ".join(buf), index)
+
+    def _emit(self, paragraph: str, index: int) -> Iterator[str]:
+        if (self.keep is None or self.keep(index)) and not (self.drop and self.drop.search(paragraph)):
+            yield paragraph
 
 
 def split_by_file(paths: list[Path], n_valid: int, n_test: int, seed: int = 1234) -> dict[str, list[Path]]:
@@ -190,6 +194,9 @@ def split_by_file(paths: list[Path], n_valid: int, n_test: int, seed: int = 1234
     }
 
 
+_GUTENBERG_NOTICE = re.compile(r"Project Gutenberg|\bE-?text\b", re.IGNORECASE)
+
+
 def gutenberg(root: Path) -> RawTextCorpus:
     manifest = root / "MANIFEST.tsv"
     _require_files("gutenberg", [manifest], "expected the 60 novels and MANIFEST.tsv")
@@ -201,7 +208,8 @@ def gutenberg(root: Path) -> RawTextCorpus:
         _require_files("gutenberg", [path], "listed in MANIFEST.tsv")
         footer = row.get("footer_line") or ""
         # header_end_line is the 1-based line of the small-print end marker: text starts after it.
-        books[path] = Document(path, int(row["header_end_line"]), int(footer) - 1 if footer.strip() else None)
+        last = int(footer) - 1 if footer.strip() else None
+        books[path] = Document(path, int(row["header_end_line"]), last, drop=_GUTENBERG_NOTICE)
     n = len(books)
     held_out = max(1, n // 20)
     split = split_by_file(list(books), held_out, held_out) if n >= 3 else None

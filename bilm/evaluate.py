@@ -1,4 +1,4 @@
-"""Held-out metrics.
+"""Held-out metrics: perplexity, and fill-in-the-blank accuracy of three methods.
 
 Perplexity is exp(mean negative log-likelihood per predicted token):
 
@@ -10,17 +10,58 @@ Perplexity is exp(mean negative log-likelihood per predicted token):
 - bi (fill-in perplexity): every word of every sentence is predicted from the rest
   of its sentence (pseudo-perplexity); `<bos>`/`<eos>` are context, never targets.
   It is not comparable with the uni figure: it sees both sides.
+
+Fill in the blank (`fill_in`): every word of every sentence is blanked in turn and
+each method ranks the whole vocabulary (special tokens excluded) for it:
+
+    bi           p(w_t | rest of the sentence): one pass per sentence gives every t
+    uni-left     p(w_t | w_<t) from `<eos> w1..wn`: one pass per sentence gives every t;
+                 the sentence starts fresh (as `Predictor` does), so it sees exactly
+                 the words on bi's left side
+    uni-rescore  the uni-left top K (`shortlist`), each scored by the uni model's
+                 log-probability of the whole filled sentence: K passes per blank, so
+                 it is run on a seeded random sample of positions; a target outside
+                 the shortlist counts as a miss (rank infinity)
+
+rank = 1 + the number of words with a strictly higher score than the target;
+top-k accuracy = share of blanks with rank <= k; MRR = mean of 1/rank. `<unk>`
+targets are excluded: predicting `<unk>` is easy and says nothing. Confidence
+intervals are 95 % percentile bootstraps that resample whole sentences, because the
+blanks of one sentence are not independent.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .data import SentenceBatches, StreamBatches
-from .models import LanguageModel
+from .data import SentenceBatches, StreamBatches, pad_sentences
+from .models import AdaptiveSoftmax, BiLM, LanguageModel
+from .predict import SHORTLIST
+from .tokenizer import Tokenizer
+
+TOPK = (1, 5, 10)
+METRICS = tuple(f"top{k}" for k in TOPK) + ("mrr",)
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, math.inf))
+POSITIONS = ("start", "middle", "end")
+CHUNK = 256  # blanks ranked at once: (CHUNK, V) floats, small enough to stay in cache
+WORD_CLASSES = ("content", "function", "punctuation")
+# Closed-class English words (articles, pronouns, auxiliaries, prepositions, conjunctions).
+FUNCTION_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    may me might more most must my myself no nor not now of off on once only or other our ours
+    ourselves out over own same shall she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up upon very was we were
+    what when where which while who whom whose why will with would you your yours yourself
+    yourselves 's n't 'd 'll 're 've 'm""".split()
+)
 
 
 @torch.inference_mode()
@@ -51,3 +92,370 @@ def fill_perplexity(model: LanguageModel, ids: np.ndarray, spans: np.ndarray, de
 def _summary(total_nll: float, count: int) -> dict:
     loss = total_nll / max(count, 1)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": count}
+
+
+def lm_quality(model: LanguageModel, ids: np.ndarray, spans: np.ndarray, device, batch_size: int = 10) -> dict:
+    """The model's perplexity (stream for uni, fill-in for bi), with the targets it counts.
+
+    `unk_rate` is the share of those targets that are `<unk>`: a corpus with more `<unk>`
+    is easier, so it belongs next to every perplexity.
+    """
+    unk = model.cfg.unk_id
+    started = time.perf_counter()
+    if isinstance(model, BiLM):
+        result = fill_perplexity(model, ids, spans, device)
+        unk_count = sum(int((ids[a:b] == unk).sum()) for a, b in spans)
+        method = "fill-in pseudo-perplexity: each sentence word from the rest of its sentence"
+    else:
+        result = stream_perplexity(model, ids, device, batch_size=batch_size)
+        per_row = (len(ids) - 1) // batch_size
+        unk_count = int((np.asarray(ids[1 : per_row * batch_size + 1]) == unk).sum())
+        method = f"stream, {batch_size} rows, BPTT 35, state carried; <eos> and <unk> counted"
+    result.update(unk=unk_count, unk_rate=unk_count / max(result["tokens"], 1), method=method)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+# -- fill in the blank -------------------------------------------------------------------
+
+
+@dataclass
+class FillConfig:
+    rescore_sample: int = 1000  # uni-rescore blanks (0: skip uni-rescore)
+    shortlist: int = SHORTLIST  # uni-rescore candidates per blank (as `bilm fill`)
+    batch_size: int = 256  # sentences per pass
+    bootstrap: int = 1000  # resamples for the confidence intervals
+    seed: int = 1234
+    max_sentences: int | None = None  # the first N sentences only (quick runs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FillResult:
+    """One entry per evaluated blank (N,): where it is, its target, each method's rank and log p.
+
+    `ranks[m]` is float: nan where method m was not run on the blank (uni-rescore outside
+    its sample), inf where the target was not in its shortlist.
+    """
+
+    sentence: np.ndarray
+    index: np.ndarray
+    length: np.ndarray
+    target: np.ndarray
+    n_sentences: int
+    excluded_unk: int
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)
+    log_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    passes: dict[str, int] = field(default_factory=dict)
+
+
+def sentence_features(model: LanguageModel, sentences: list, device) -> torch.Tensor:
+    """Features predicting each word from the context the method allows: (B, n_max, H).
+
+    bi reads `<bos> w1..wn <eos>`; uni reads `<eos> w1..w_{n-1}`, its step t predicting w_{t+1}.
+    """
+    cfg = model.cfg
+    start = cfg.bos_id if isinstance(model, BiLM) else cfg.eos_id
+    batch = pad_sentences(sentences, start, cfg.eos_id, cfg.pad_id).to(device)
+    if isinstance(model, BiLM):
+        return model(batch.inputs, batch.lengths)
+    return model(batch.inputs[:, :-2])[0]
+
+
+def target_ranks(logp: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """Rank (1 = best) of each target in its row of scores (N, V); `excluded` ids never compete.
+
+    The excluded columns are subtracted rather than masked: masking would copy (N, V).
+    """
+    t = logp.gather(1, targets[:, None])
+    return (logp > t).sum(1) - (logp[:, excluded] > t).sum(1) + 1
+
+
+def special_ids(model: LanguageModel) -> torch.Tensor:
+    c = model.cfg
+    return torch.tensor([c.pad_id, c.unk_id, c.bos_id, c.eos_id, c.blank_id])
+
+
+def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor):
+    """Rank (N,) and log p (N,) of each target from features h (N, H).
+
+    The same numbers as `target_ranks(model.log_prob(h), ...)`: the adaptive softmax's blocks
+    (head words, then each cluster) are built exactly as its `log_prob` builds them, but
+    counted in place instead of copied into one (N, V) tensor.
+    """
+    x = model._out_features(h)
+    rows = torch.arange(len(targets), device=h.device)
+    if not isinstance(model.output, AdaptiveSoftmax):
+        logp = model.output.log_prob(x)
+        return target_ranks(logp, targets, excluded), logp[rows, targets]
+    asm = model.output.asm
+    head = asm.head(x).log_softmax(1)  # (N, shortlist + clusters): words, then each cluster's mass
+    short = asm.shortlist_size
+    tlp = head[rows, targets.clamp(max=short - 1)]
+    blocks = [head[:, :short]]
+    for i, (lo, hi) in enumerate(zip(asm.cutoffs[:-1], asm.cutoffs[1:], strict=True)):
+        block = asm.tail[i](x).log_softmax(1) + head[:, short + i, None]  # (N, hi - lo)
+        inside = (targets >= lo) & (targets < hi)
+        tlp = torch.where(inside, block[rows, (targets - lo).clamp(0, hi - lo - 1)], tlp)
+        blocks.append(block)
+    above = sum((b > tlp[:, None]).sum(1) for b in blocks)
+    return above - (head[:, excluded] > tlp[:, None]).sum(1) + 1, tlp
+
+
+def blank_positions(sentences: list, unk_id: int) -> FillResult:
+    """Every non-`<unk>` word of every sentence, in sentence order."""
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sentences]) if sentences else np.zeros(0, np.int64)
+    sentence = np.repeat(np.arange(len(sentences)), lengths)
+    index = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keep = flat != unk_id
+    return FillResult(
+        sentence[keep], index[keep], lengths[sentence][keep], flat[keep], len(sentences), int((~keep).sum())
+    )
+
+
+@torch.inference_mode()
+def rank_all(model: LanguageModel, sentences: list, result: FillResult, device, batch_size: int, label: str):
+    """Rank of every blank's target under `model` (bi, or uni-left): one pass per sentence.
+
+    Sentences go in length order so that batches carry little padding.
+    """
+    model.eval()
+    started = time.perf_counter()
+    n = len(sentences)
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n)
+    # Row of each kept blank in the result, addressed by (sentence, index).
+    offsets = np.cumsum(lengths) - lengths
+    slot = np.full(int(lengths.sum()), -1, dtype=np.int64)
+    slot[offsets[result.sentence] + result.index] = np.arange(len(result.target))
+    ranks = np.full(len(result.target), np.nan)
+    logps = np.full(len(result.target), np.nan)
+    excluded = special_ids(model).to(device)
+    order = np.argsort(lengths, kind="stable")
+    with tqdm(total=len(result.target), desc=label, unit="blank", disable=None, leave=False) as bar:
+        for i in range(0, n, batch_size):
+            rows = order[i : i + batch_size]
+            h = sentence_features(model, [sentences[r] for r in rows], device)
+            words = np.arange(h.size(1))[None, :]
+            mask = words < lengths[rows][:, None]
+            dest = slot[(offsets[rows][:, None] + words)[mask]]  # row-major, as h[mask]
+            keep = dest >= 0
+            dest = dest[keep]
+            feats = h[torch.from_numpy(mask).to(device)][torch.from_numpy(keep).to(device)]
+            targets = torch.from_numpy(result.target[dest]).to(device)
+            r, lp = [], []
+            for j in range(0, len(targets), CHUNK):
+                rank, logp = rank_targets(model, feats[j : j + CHUNK], targets[j : j + CHUNK], excluded)
+                r.append(rank)
+                lp.append(logp)
+            if r:
+                ranks[dest] = torch.cat(r).cpu().numpy()
+                logps[dest] = torch.cat(lp).cpu().numpy()
+            bar.update(len(targets))
+    result.ranks[label], result.log_probs[label] = ranks, logps
+    result.seconds[label] = time.perf_counter() - started
+    result.passes[label] = n
+
+
+@torch.inference_mode()
+def rank_rescored(uni: LanguageModel, sentences: list, result: FillResult, device, cfg: FillConfig):
+    """uni-rescore on a seeded sample of blanks: the uni-left top K, each scored by log p(sentence).
+
+    The K filled sentences of several blanks share one padded batch; the score of a
+    sentence is the sum of log p(w_i | w_<i) over its words and the final `<eos>`.
+    """
+    uni.eval()
+    started = time.perf_counter()
+    ranks = np.full(len(result.target), np.nan)
+    n = min(cfg.rescore_sample, len(result.target))
+    rng = np.random.default_rng(cfg.seed)
+    sample = rng.choice(len(result.target), size=n, replace=False) if n else np.zeros(0, np.int64)
+    sample = sample[np.argsort(result.length[sample], kind="stable")]
+    excluded = special_ids(uni).to(device)
+    c = uni.cfg
+    k = min(cfg.shortlist, c.vocab_size - len(excluded))
+    per_batch = max(1, 512 // k)
+    with tqdm(total=n, desc="uni-rescore", unit="blank", disable=None, leave=False) as bar:
+        for i in range(0, n, per_batch):
+            rows = sample[i : i + per_batch]
+            sents = [sentences[result.sentence[r]] for r in rows]
+            h = sentence_features(uni, sents, device)
+            at = torch.from_numpy(result.index[rows]).to(device)
+            logp = uni.log_prob(h[torch.arange(len(rows), device=device), at])
+            shortlist = logp.index_fill(1, excluded, -torch.inf).topk(k).indices
+            filled = []
+            for s, r, cands in zip(sents, rows, shortlist.tolist(), strict=True):
+                t = result.index[r]
+                filled += [[*s[:t], w, *s[t + 1 :]] for w in cands]
+            batch = pad_sentences(filled, c.eos_id, c.eos_id, c.pad_id).to(device)
+            scores = uni.sequence_log_probs(batch.inputs, batch.lengths).sum(1).view(len(rows), -1)
+            targets = torch.from_numpy(result.target[rows]).to(device)
+            hit = shortlist == targets[:, None]
+            target_score = torch.where(hit, scores, -torch.inf).max(1).values
+            rank = (scores > target_score[:, None]).sum(1).double() + 1
+            ranks[rows] = torch.where(hit.any(1), rank, torch.inf).cpu().numpy()
+            bar.update(len(rows))
+    result.ranks["uni-rescore"] = ranks
+    result.seconds["uni-rescore"] = time.perf_counter() - started
+    result.passes["uni-rescore"] = n * k
+
+
+def fill_in(
+    sentences: list, device, cfg: FillConfig, uni: LanguageModel | None = None, bi: LanguageModel | None = None
+) -> FillResult:
+    """Rank every blank with each method the given models allow (see the module docstring)."""
+    if cfg.max_sentences is not None:
+        sentences = sentences[: cfg.max_sentences]
+    model = uni or bi
+    result = blank_positions(sentences, model.cfg.unk_id)
+    if bi is not None:
+        rank_all(bi, sentences, result, device, cfg.batch_size, "bi")
+    if uni is not None:
+        rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left")
+        if cfg.rescore_sample:
+            rank_rescored(uni, sentences, result, device, cfg)
+    return result
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+
+def length_bucket(length: np.ndarray) -> np.ndarray:
+    """Index into LENGTH_BUCKETS of each sentence length."""
+    return np.searchsorted([b for _, b in LENGTH_BUCKETS[:-1]], length, side="left")
+
+
+def bucket_label(bucket: tuple) -> str:
+    lo, hi = bucket
+    return f"{lo}+" if math.isinf(hi) else f"{lo}-{hi}"
+
+
+def relative_position(index: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Where the blank sits, in (0, 1): the middle of its word's slot, so both ends are symmetric."""
+    return (index + 0.5) / length
+
+
+def word_classes(tokenizer: Tokenizer) -> np.ndarray:
+    """Class of every vocabulary id (V,): 0 content, 1 function word, 2 punctuation."""
+    words = tokenizer.decode(range(len(tokenizer)))
+    return np.array(
+        [1 if w.lower() in FUNCTION_WORDS else 0 if any(ch.isalnum() for ch in w) else 2 for w in words],
+        dtype=np.int8,
+    )
+
+
+def metric_values(ranks: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "mrr":
+        return 1.0 / ranks
+    return (ranks <= int(metric[3:])).astype(np.float64)
+
+
+class Bootstrap:
+    """Percentile intervals for per-blank means, resampling sentences (clusters) with replacement.
+
+    One multinomial weight matrix (R, S) serves every cell and every method, so two
+    methods' intervals and their paired difference come from the same resamples.
+    """
+
+    def __init__(self, n_sentences: int, resamples: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.n = n_sentences
+        self.weights = rng.multinomial(n_sentences, np.full(n_sentences, 1 / n_sentences), size=resamples).astype(
+            np.float32
+        )
+
+    def interval(self, values: np.ndarray, sentence: np.ndarray) -> tuple[float, float]:
+        if len(self.weights) == 0 or len(values) == 0:
+            return (math.nan, math.nan)
+        sums = np.bincount(sentence, weights=values, minlength=self.n).astype(np.float32)
+        counts = np.bincount(sentence, minlength=self.n).astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (self.weights @ sums) / (self.weights @ counts)
+        lo, hi = np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (math.nan, math.nan)
+        return float(lo), float(hi)
+
+
+def cell(ranks: np.ndarray, log_probs: np.ndarray | None, sentence: np.ndarray, boot: Bootstrap) -> dict:
+    """Every metric with its interval over the given blanks."""
+    out = {"n": int(len(ranks)), "sentences": int(len(np.unique(sentence)))}
+    for metric in METRICS:
+        values = metric_values(ranks, metric)
+        out[metric] = float(values.mean()) if len(values) else math.nan
+        out[f"{metric}_ci"] = boot.interval(values, sentence)
+    if log_probs is not None and len(log_probs):
+        out["ppl"] = math.exp(min(-float(log_probs.mean()), 50))
+    return out
+
+
+def groupings(result: FillResult, classes: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Named subsets of the blanks: by sentence length, blank position, word class."""
+    bucket = length_bucket(result.length)
+    rel = relative_position(result.index, result.length)
+    third = np.minimum((rel * 3).astype(int), 2)
+    decile = np.minimum((rel * 10).astype(int), 9)
+    word = classes[result.target]
+    return {
+        "all": [("all", np.ones(len(rel), dtype=bool))],
+        "length": [(bucket_label(b), bucket == i) for i, b in enumerate(LENGTH_BUCKETS)],
+        "position": [(name, third == i) for i, name in enumerate(POSITIONS)],
+        "position_decile": [(f"{i / 10:.1f}-{(i + 1) / 10:.1f}", decile == i) for i in range(10)],
+        "word": [(name, word == i) for i, name in enumerate(WORD_CLASSES)],
+    }
+
+
+def summarize(result: FillResult, tokenizer: Tokenizer, cfg: FillConfig) -> dict:
+    """JSON-able figures: per method, per grouping, per group, every metric with its interval.
+
+    `sample` repeats the comparison on the uni-rescore sample only, so all three methods
+    are compared on the same blanks.
+    """
+    boot = Bootstrap(result.n_sentences, cfg.bootstrap, cfg.seed)
+    groups = groupings(result, word_classes(tokenizer))
+    out = {"blanks": int(len(result.target)), "sentences": result.n_sentences, "excluded_unk": result.excluded_unk}
+    out["methods"] = {}
+    for method, ranks in result.ranks.items():
+        done = ~np.isnan(ranks)
+        lp = result.log_probs.get(method)
+        out["methods"][method] = {
+            name: {
+                label: cell(ranks[done & m], None if lp is None else lp[done & m], result.sentence[done & m], boot)
+                for label, m in subsets
+            }
+            for name, subsets in groups.items()
+        }
+    out["cost"] = {
+        m: {
+            "seconds": round(s, 2),
+            "blanks": int((~np.isnan(result.ranks[m])).sum()),
+            "ms_per_blank": round(1000 * s / max(int((~np.isnan(result.ranks[m])).sum()), 1), 3),
+            "sentences_scored": result.passes[m],
+        }
+        for m, s in result.seconds.items()
+    }
+    if "uni-rescore" in result.ranks:
+        sample = ~np.isnan(result.ranks["uni-rescore"])
+        out["sample"] = {
+            m: cell(r[sample], None, result.sentence[sample], boot)
+            for m, r in result.ranks.items()
+            if m != "uni-rescore"
+        }
+        out["sample"]["uni-rescore"] = out["methods"]["uni-rescore"]["all"]["all"]
+    out["differences"] = differences(result, boot)
+    return out
+
+
+def differences(result: FillResult, boot: Bootstrap) -> list[dict]:
+    """Paired top-1 differences between methods on the blanks both ran, with intervals."""
+    pairs = [("bi", "uni-left"), ("uni-rescore", "uni-left"), ("bi", "uni-rescore")]
+    out = []
+    for a, b in pairs:
+        if a not in result.ranks or b not in result.ranks:
+            continue
+        both = ~np.isnan(result.ranks[a]) & ~np.isnan(result.ranks[b])
+        diff = metric_values(result.ranks[a][both], "top1") - metric_values(result.ranks[b][both], "top1")
+        lo, hi = boot.interval(diff, result.sentence[both])
+        out.append({"a": a, "b": b, "metric": "top1", "n": int(both.sum()), "diff": float(diff.mean()), "ci": [lo, hi]})
+    return out

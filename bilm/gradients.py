@@ -4,8 +4,8 @@ For a window of n words predicting one word w, distance k counts words back from
 (k = 1 is the word just before it; for the bi model's right side, the word just after):
 
     g(k) = ||d log p(w | context) / d e_k||       e_k: input embedding k words away   (B, n)
-    h(k) = ||d log p(w | context) / d h_k||       h_k: recurrent state after reading that word
-                                                    (all layers; for the LSTM the h part)
+    h(k) = ||d log p(w | context) / d s_k||       s_k: recurrent state after reading that word
+                                                    (all layers; for the LSTM both h and c)
 
 Cost: the windows of a batch are independent, so the sum of their target log-probs has,
 for each window, exactly that window's gradient. One forward and one backward per batch
@@ -37,8 +37,8 @@ class StepRecorder(nn.Module):
     """Runs a recurrent stack one step at a time and keeps each step's hidden state.
 
     Returns the top layer of the state as the output, so the gradient reaching an
-    output also reaches the recorded state: `states[t]` (layers, B, H) carries the
-    full dL/dh_t.
+    output also reaches the recorded state: `states[t]`, a tuple of (layers, B, H)
+    tensors (h, or h and c), carries the full dL/ds_t.
     """
 
     def __init__(self, rnn: nn.Module):
@@ -50,9 +50,10 @@ class StepRecorder(nn.Module):
         outs = []
         for t in range(x.size(1)):
             _, state = self.rnn(x[:, t : t + 1], state)
-            h = state[0] if isinstance(state, tuple) else state
-            self.states.append(h)
-            outs.append(h[-1])
+            state = state if isinstance(state, tuple) else (state,)
+            self.states.append(state)
+            outs.append(state[0][-1])
+            state = state if len(state) > 1 else state[0]
         return torch.stack(outs, 1), state
 
 
@@ -82,12 +83,16 @@ def probes(model: nn.Module, hidden: bool):
             setattr(model, name, rnn)
 
 
-def _grad_norms(total: torch.Tensor, emb: torch.Tensor, states: list[torch.Tensor]):
-    """Per-row gradient norms: embedding (B, T, E) -> (B, T); states (layers, B, H) each -> (B, T)."""
-    grads = torch.autograd.grad(total, [emb, *states], allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g for t, g in zip([emb, *states], grads, strict=True)]
-    hidden = torch.stack([g.norm(dim=-1).norm(dim=0) for g in grads[1:]], 1) if states else None
-    return grads[0].norm(dim=-1), hidden
+def _grad_norms(total: torch.Tensor, emb: torch.Tensor, states: list[tuple[torch.Tensor, ...]]):
+    """Per-row gradient norms: embedding (B, T, E) -> (B, T); T states of (layers, B, H) parts -> (B, T)."""
+    parts = [p for state in states for p in state]
+    emb_grad, *grads = torch.autograd.grad(total, [emb, *parts], allow_unused=True)
+    if not states:
+        return emb_grad.norm(dim=-1), None
+    squares = [torch.zeros(()) if g is None else g.square().sum(dim=(0, 2)) for g in grads]  # (B,) each
+    per_state = len(states[0])
+    hidden = torch.stack([sum(squares[i : i + per_state]) for i in range(0, len(squares), per_state)], 1).sqrt()
+    return emb_grad.norm(dim=-1), hidden
 
 
 @torch.enable_grad()
@@ -189,8 +194,15 @@ def windows_from_stream(stream: torch.Tensor, width: int, count: int, seed: int 
     return torch.stack([stream[s : s + width] for s in starts.tolist()])
 
 
-def profile(model: nn.Module, stream: torch.Tensor, lengths, count: int, batch_size: int = 100,
-            hidden: bool = True, seed: int = 0) -> list[dict]:
+def profile(
+    model: nn.Module,
+    stream: torch.Tensor,
+    lengths,
+    count: int,
+    batch_size: int = 100,
+    hidden: bool = True,
+    seed: int = 0,
+) -> list[dict]:
     """Measure and summarize windows of each length; one entry per (length, side)."""
     entries = []
     extra = 1 if model.cfg.kind == "uni" else 0  # the uni window also holds its target

@@ -145,7 +145,7 @@ class Predictor:
             options = [(c, tok.encode(c)) for c in choices]
         else:
             masked = left.index_fill(0, self.specials, -torch.inf)
-            top = masked.topk(min(SHORTLIST, len(masked))).indices.tolist()
+            top = masked.topk(min(SHORTLIST, len(masked) - len(self.specials))).indices.tolist()
             options = [(tok.decode([i])[0], [i]) for i in top]
         # An out-of-vocabulary choice would be scored as <unk>, a frequent word: leave it unranked.
         known = [(w, ids) for w, ids in options if ids and tok.unk_id not in ids]
@@ -165,8 +165,8 @@ class Predictor:
                 i = self.tokenizer.id(word)
                 known = i != self.tokenizer.unk_id
                 cands.append(Candidate(word, logp[i].exp().item() if known else None, known))
-            return sorted(cands, key=lambda c: -1.0 if c.prob is None else -c.prob)
+            return sorted(cands, key=lambda c: (c.prob is None, -(c.prob or 0.0)))
         masked = logp.index_fill(0, self.specials, -torch.inf)
-        top = masked.topk(min(k, len(masked)))
+        top = masked.topk(min(k, len(masked) - len(self.specials)))
         words = self.tokenizer.decode(top.indices.tolist())
         return [Candidate(w, p) for w, p in zip(words, top.values.exp().tolist(), strict=True)]

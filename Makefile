@@ -1,0 +1,42 @@
+# bilm: `make demo` trains and compares small uni and bi models; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch: a CPU build unless a CUDA GPU is present. On machines with a local wheel cache the
+# pinned version installs from it; elsewhere pass TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (or .../cu126 for a GPU) to choose the build explicitly.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+DEMO_MINUTES ?= 4.5
+
+ifneq ($(wildcard ../shared/corpora),)
+export BILM_CORPUS_DIR ?= $(abspath ../shared/corpora)
+endif
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/bilm prepare wikitext-2
+	rm -rf checkpoints/demo-uni checkpoints/demo-bi
+	$(BIN)/bilm train --model uni --corpus wikitext-2 --max-minutes $(DEMO_MINUTES) --out checkpoints/demo-uni
+	$(BIN)/bilm train --model bi --corpus wikitext-2 --max-minutes $(DEMO_MINUTES) --out checkpoints/demo-bi
+	$(BIN)/python scripts/show_predictions.py checkpoints/demo-uni checkpoints/demo-bi
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check bilm tests scripts
+	$(BIN)/ruff format --check bilm tests scripts
+
+clean:
+	rm -rf $(VENV) data checkpoints reports

@@ -1,0 +1,205 @@
+"""`bilm evaluate` and `bilm mscc`: module-level click commands that cli.py registers.
+
+    bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --out reports/wt2
+    bilm mscc --uni checkpoints/gut-uni --bi checkpoints/gut-bi --out reports/mscc
+
+Each command is a thin layer over `run_evaluate` / `run_mscc`, which tests and
+notebooks call directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .errors import BilmError
+
+# torch, matplotlib and the models load inside the functions: `bilm --help` stays instant.
+
+
+def _load(paths: dict[str, str | None], device) -> dict:
+    """Checkpoints by role (uni, bi), each checked to hold the model its role names."""
+    from .checkpoint import load_checkpoint
+
+    ckpts = {role: load_checkpoint(p, device) for role, p in paths.items() if p}
+    if not ckpts:
+        raise BilmError("give at least one checkpoint: --uni and/or --bi")
+    for role, c in ckpts.items():
+        if c.model.cfg.kind != role:
+            raise BilmError(f"--{role} {c.path} holds a {c.model.cfg.kind} model")
+    return ckpts
+
+
+def run_evaluate(
+    uni: str | None,
+    bi: str | None,
+    split: str,
+    out: str | Path,
+    cfg,
+    corpus_dir: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    log=print,
+) -> dict:
+    """Perplexity and fill-in accuracy on `split` of the models' corpus; writes the report into `out`.
+
+    `cfg` is an `evaluate.FillConfig`. Returns the report paths and every figure.
+    """
+    from .data import DataConfig, prepare
+    from .evaluate import fill_in, lm_quality, summarize
+    from .report import Report, curves_section, fill_section, lm_section, run_meta
+    from .train import resolve_device
+
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    ckpts = _load({"uni": uni, "bi": bi}, dev)
+    first = next(iter(ckpts.values()))
+    if (
+        len({str(sorted(c.config["data"].items())) for c in ckpts.values()}) > 1
+        or len({c.tokenizer.to_str() for c in ckpts.values()}) > 1
+    ):
+        raise BilmError(
+            "the checkpoints were trained on different corpora or vocabularies: their ranks would not compare"
+        )
+    data = prepare(DataConfig(**first.config["data"]), corpus_dir or first.config.get("corpus_dir"), data_dir, log=log)
+    if data.tokenizer.to_str() != first.tokenizer.to_str():
+        raise BilmError(f"{data.path}: the prepared vocabulary differs from the checkpoint's (corpus files changed?)")
+    ids, spans = data.stream(split), data.spans(split)
+    quality = {role: lm_quality(c.model, ids, spans, dev) for role, c in ckpts.items()}
+    for role, q in quality.items():
+        log(
+            f"{role}: {split} perplexity {q['ppl']:.2f} over {q['tokens']:,} tokens ({100 * q['unk_rate']:.2f} % <unk>)"
+        )
+    sentences = list(data.sentences(split))
+    result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
+    summary = summarize(result, data.tokenizer, cfg)
+    for method, groups in summary["methods"].items():
+        a = groups["all"]["all"]
+        log(f"{method:<12} top-1 {100 * a['top1']:5.1f} %  top-5 {100 * a['top5']:5.1f} %  ({a['n']:,} blanks)")
+    meta = run_meta(
+        ckpts, corpus=data.config.corpus, split=split, seed=cfg.seed, seconds=round(time.perf_counter() - started, 1)
+    )
+    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts)]
+    title = f"bilm evaluation: {data.config.corpus} {split}"
+    paths = Report(title, meta, [s for s in sections if s]).write(out)
+    log(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({meta['seconds']:.0f} s)")
+    return dict(paths=paths, quality=quality, summary=summary, meta=meta)
+
+
+def run_mscc(
+    uni: str | None,
+    bi: str | None,
+    questions: str | Path,
+    answers: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    log=print,
+) -> dict:
+    """MSCC accuracy of each model; writes the report into `out`."""
+    from .mscc import evaluate_mscc, load_questions
+    from .report import Report, curves_section, mscc_section, run_meta
+    from .train import resolve_device
+
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    ckpts = _load({"uni": uni, "bi": bi}, dev)
+    qs = load_questions(questions, answers)
+    result = evaluate_mscc({role: (c.model, c.tokenizer) for role, c in ckpts.items()}, qs, dev)
+    for role, r in result["models"].items():
+        log(
+            f"{role}: MSCC accuracy {100 * r['accuracy']:.1f} % ({r['correct']:g}/{r['questions']}), "
+            f"{r['oov_candidates']} OOV candidates ({r['oov_keys']} of them keys)"
+        )
+    meta = run_meta(
+        ckpts,
+        questions=str(questions),
+        answers=str(answers),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    sections = [mscc_section(result), curves_section(ckpts)]
+    paths = Report("bilm: MSR Sentence Completion Challenge", meta, [s for s in sections if s]).write(out)
+    log(f"report: {paths['md']}, {paths['html']}, {paths['json']}")
+    return dict(paths=paths, result=result, meta=meta)
+
+
+def _model(ckpts: dict, role: str):
+    return ckpts[role].model if role in ckpts else None
+
+
+checkpoint_options = [
+    click.option("--uni", type=click.Path(), help="uni checkpoint or run folder."),
+    click.option("--bi", type=click.Path(), help="bi checkpoint or run folder."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+]
+
+
+def _with(options):
+    def wrap(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return wrap
+
+
+@click.command()
+@_with(checkpoint_options)
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
+@click.option("--rescore-sample", type=int, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
+@click.option(
+    "--shortlist", type=click.IntRange(1), default=None, help="uni-rescore candidates [default: as bilm fill]."
+)
+@click.option(
+    "--max-sentences",
+    type=click.IntRange(1),
+    default=None,
+    help="Fill-in on the first N sentences only (perplexity uses the whole split).",
+)
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Resamples for the CIs.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Sentences per pass.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False))
+@click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False))
+def evaluate(
+    uni,
+    bi,
+    device,
+    split,
+    out,
+    rescore_sample,
+    shortlist,
+    max_sentences,
+    bootstrap,
+    batch_size,
+    seed,
+    corpus_dir,
+    data_dir,
+):
+    """Perplexity and fill-in-the-blank accuracy (bi, uni-left, uni-rescore) -> report.md/html/json."""
+    from .evaluate import FillConfig
+
+    cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_sentences=max_sentences)
+    if shortlist is not None:
+        cfg.shortlist = shortlist
+    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo)
+
+
+@click.command()
+@_with(checkpoint_options)
+@click.option("--questions", type=click.Path(dir_okay=False), help="testing_data.csv [default: shared MSCC folder]")
+@click.option("--answers", type=click.Path(dir_okay=False), help="test_answer.csv [default: shared MSCC folder]")
+@click.option("--out", type=click.Path(file_okay=False), default="reports/mscc", show_default=True)
+def mscc(uni, bi, device, questions, answers, out):
+    """Accuracy on the MSR Sentence Completion Challenge (1,040 questions, 5 choices)."""
+    from .mscc import ANSWERS_FILE, QUESTIONS_FILE, default_dir
+
+    if questions is None or answers is None:
+        folder = default_dir()
+        if folder is None:
+            raise BilmError("MSCC files not found: pass --questions and --answers")
+        questions = questions or folder / QUESTIONS_FILE
+        answers = answers or folder / ANSWERS_FILE
+    run_mscc(uni, bi, questions, answers, out, device, log=click.echo)

@@ -1,0 +1,47 @@
+"""Show what a uni and a bi checkpoint predict, side by side (the end of `make demo`).
+
+python scripts/show_predictions.py checkpoints/demo-uni checkpoints/demo-bi [-k 5]
+"""
+
+import click
+
+from bilm.predict import Predictor
+
+NEXT_WORD = [
+    "the boys went to the",
+    "The game was released in",
+    "He was born in the city of",
+]
+BLANKS = [
+    "the boys went to the ___ and then got out of the pool .",
+    "The ___ of the United States is elected every four years .",
+    "He was born in ___ , England , in 1950 .",
+    "The film was released in ___ 2010 .",
+    "She played the ___ in the orchestra .",
+]
+
+
+def _row(prediction, k: int) -> str:
+    return "  ".join(f"{c.word} {c.prob:.2f}" for c in prediction.candidates[:k])
+
+
+@click.command()
+@click.argument("uni")
+@click.argument("bi")
+@click.option("-k", default=5, show_default=True)
+def main(uni, bi, k):
+    uni, bi = Predictor.load(uni), Predictor.load(bi)
+    click.echo("== next word (uni) ==")
+    for text in NEXT_WORD:
+        click.echo(f"{text} ...\n  uni   {_row(uni.predict(text, k), k)}")
+    click.echo("\n== fill in the blank ==")
+    for text in BLANKS:
+        left, rescored = uni.fill(text, k)
+        click.echo(text)
+        click.echo(f"  bi    {_row(bi.fill(text, k)[0], k)}")
+        click.echo(f"  uni   {_row(left, k)}   (left context only)")
+        click.echo(f"  uni+  {_row(rescored, k)}   (rescored with the right context)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bilm.cli import cli
+
+
+@pytest.fixture
+def run(data_dir):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], env={"BILM_DATA_DIR": str(data_dir)})
+
+    return invoke
+
+
+def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
+    result = run("prepare", corpus)
+    assert result.exit_code == 0, result.output
+    assert "vocabulary" in result.output and "valid" in result.output
+    for kind in ("uni", "bi"):
+        result = run(
+            "train",
+            "--model",
+            kind,
+            "--corpus",
+            corpus,
+            "--out",
+            tmp_path / kind,
+            "--max-steps",
+            300,
+            "--layers",
+            1,
+            "--hidden",
+            32,
+            "--emb",
+            16,
+            "--dropout",
+            0,
+            "--lr",
+            0.01,
+            "--batch-size",
+            16,
+            "--bptt",
+            12,
+        )
+        assert result.exit_code == 0, result.output
+        assert "valid ppl" in result.output and (tmp_path / kind / "best" / "model.safetensors").is_file()
+        assert {p.name for p in (tmp_path / kind / "last").iterdir()} >= {
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "metrics.json",
+            "trainer.json",
+            "trainer.safetensors",
+        }
+    result = run("predict", tmp_path / "uni", "the dog then again", "-k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    [pred] = json.loads(result.output)
+    assert pred["method"] == "next" and pred["candidates"][0]["word"] == "barks"
+    assert len(pred["candidates"]) == 3 and 0 < pred["candidates"][0]["prob"] <= 1
+    result = run("fill", tmp_path / "bi", "the ___ softly later hoots .", "-k", 2)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split()[0] == "owl"
+    result = run("fill", tmp_path / "bi", "the ___ then then moos .", "--choices", "cat,cow,zebra", "--json")
+    [bi] = json.loads(result.output)
+    assert [c["word"] for c in bi["candidates"]] == ["cow", "cat", "zebra"]
+    assert bi["candidates"][2] == {"word": "zebra", "prob": None, "known": False}
+    result = run("fill", tmp_path / "uni", "the ___ then then moos .", "--choices", "cat,zebra", "--json")
+    left, rescored = json.loads(result.output)
+    assert (left["method"], rescored["method"]) == ("uni-left", "uni-rescore")
+    assert rescored["candidates"] == [
+        {"word": "cat", "prob": 1.0, "known": True},
+        {"word": "zebra", "prob": None, "known": False},
+    ]
+    result = run("fill", tmp_path / "bi", "the ___ then purrs .")
+    assert "not in the vocabulary (read as <unk>): purrs" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("fill", "{bi}", "the cat then barks ."), "no blank in the text"),
+        (("fill", "{bi}", "the ___ then ___ ."), "2 blanks"),
+        (("predict", "{missing}", "the cat"), "not found"),
+        (("prepare", "{missing}"), "not found"),
+        (("prepare", "{empty}"), "is empty"),
+        (("train", "--resume", "--out", "{missing}"), "not found"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(run, trained, tmp_path, args, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for split in ("train", "valid", "test"):
+        (empty / f"{split}.txt").write_text("words here .\n" if split != "train" else "")
+    paths = dict(bi=trained["bi"], missing=tmp_path / "missing", empty=empty)
+    result = run(*[a.format(**paths) for a in args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output

@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from bilm.data import DataConfig, SentenceBatches, StreamBatches, prepare
+
+
+def test_second_prepare_reads_the_cache_without_tokenizing(corpus, tmp_path):
+    messages = []
+    first = prepare(DataConfig(str(corpus)), data_dir=tmp_path, log=messages.append)
+    assert any("tokenizing" in m for m in messages)
+    messages.clear()
+    second = prepare(DataConfig(str(corpus)), data_dir=tmp_path, log=messages.append)
+    assert messages == [] and second.path == first.path
+    other = prepare(DataConfig(str(corpus), min_freq=2), data_dir=tmp_path, log=messages.append)
+    assert other.path != first.path  # different tokenizer settings, different cache
+
+
+def test_cache_is_compact_and_memory_mapped(corpus, data_dir):
+    data = prepare(DataConfig(str(corpus)), data_dir=data_dir, log=lambda s: None)
+    ids = data.stream("train")
+    assert isinstance(ids, np.memmap) and ids.dtype == np.uint16
+    spans = data.spans("train")
+    assert spans.shape == (600, 2)  # one sentence per paragraph
+    first = data.tokenizer.decode(ids[spans[0, 0] : spans[0, 1]])
+    assert first[0] == "the" and first[-1] == "." and len(first) == 6
+    assert data.tokenizer.decode([ids[spans[0, 1]]]) == ["<eos>"]
+
+
+def test_stream_batches_continue_each_row_across_batches():
+    ids = np.arange(101)
+    batches = list(StreamBatches(ids, batch_size=4, bptt=10)())
+    assert len(batches) == 3  # 25 tokens per row: windows of 10, 10, 5
+    assert batches[0].inputs[1, 0] == 25 and batches[1].inputs[1, 0] == 35
+    assert torch.equal(batches[0].targets, batches[0].inputs + 1)
+    assert batches[2].inputs.shape == (4, 5)
+
+
+def test_sentence_batches_are_padded_and_reproducible_per_epoch():
+    ids = np.arange(10, 100)
+    spans = np.array([[0, 3], [3, 8], [8, 9], [9, 30], [30, 40]])
+    make = lambda: SentenceBatches(ids, spans, 2, max_len=8, bos=2, eos=3, pad=0, seed=7)  # noqa: E731
+    a, b = list(make()(epoch=1)), list(make()(epoch=1))
+    assert all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, b, strict=True))
+    assert sum(int(x.lengths.sum()) for x in a) == 40  # every token once; long sentences cut at 8
+    first = a[0]
+    row = first.inputs[0]
+    n = int(first.lengths[0])
+    assert row[0] == 2 and row[n + 1] == 3 and (row[n + 2 :] == 0).all()
+    assert not all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, list(make()(epoch=2)), strict=False))

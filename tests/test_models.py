@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from bilm.checkpoint import load_checkpoint, save_checkpoint
+from bilm.data import pad_sentences
+from bilm.errors import BilmError
+from bilm.models import Batch, ModelConfig, build_model
+from bilm.tokenizer import Tokenizer
+
+V = 40
+
+
+def _cfg(kind, **kw):
+    return ModelConfig(
+        **dict(dict(kind=kind, vocab_size=V, emb_size=8, hidden_size=12, layers=2, cutoffs=[10, 25]), **kw)
+    )
+
+
+@pytest.mark.parametrize("output", ["full", "adaptive"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh", "rnn-relu"])
+def test_bi_prediction_never_sees_the_word_it_predicts(cell, output):
+    torch.manual_seed(0)
+    model = build_model(_cfg("bi", cell=cell, output=output)).eval()
+    batch = pad_sentences([[5, 6, 7, 8, 9], [10, 11]], 2, 3, 0)
+    changed = batch.inputs.clone()
+    changed[0, 3] = 20  # the word at position t = 2 of sentence 0
+    before, after = model(batch.inputs, batch.lengths), model(changed, batch.lengths)
+    assert torch.equal(before[0, 2], after[0, 2])
+    assert not torch.allclose(before[0, 1], after[0, 1])  # its neighbours do see it
+    assert not torch.allclose(before[0, 3], after[0, 3])
+    assert torch.equal(before[1, :2], after[1, :2])  # other sentences untouched
+
+
+def test_padding_does_not_change_a_sentence(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_cfg("bi")).eval()
+    alone = pad_sentences([[5, 6, 7]], 2, 3, 0)
+    padded = pad_sentences([[5, 6, 7], list(range(5, 20))], 2, 3, 0)
+    a = model.sequence_log_probs(alone.inputs, alone.lengths)[0]
+    b = model.sequence_log_probs(padded.inputs, padded.lengths)[0, :3]
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["uni", "bi"])
+@pytest.mark.parametrize("output", ["full", "adaptive"])
+def test_save_then_load_gives_identical_logits(kind, output, tmp_path):
+    torch.manual_seed(0)
+    cfg = _cfg(kind, output=output)
+    model = build_model(cfg).eval()
+    tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
+    save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
+    loaded = load_checkpoint(tmp_path / "ck").model
+    batch = pad_sentences([[5, 6, 7, 8], [9, 10]], 2, 3, 0)
+    assert torch.equal(
+        model.sequence_log_probs(batch.inputs, batch.lengths), loaded.sequence_log_probs(batch.inputs, batch.lengths)
+    )
+
+
+def test_uni_sequence_scores_match_step_by_step_log_probs():
+    torch.manual_seed(0)
+    model = build_model(_cfg("uni")).eval()
+    ids = torch.tensor([[3, 5, 6, 7, 3]])
+    scores = model.sequence_log_probs(ids, torch.tensor([3]))[0]
+    for t in range(4):
+        h, _ = model(ids[:, : t + 1])
+        assert torch.allclose(scores[t], model.log_prob(h[0, -1:])[0, ids[0, t + 1]], atol=1e-5)
+
+
+def test_adaptive_softmax_is_a_proper_distribution():
+    model = build_model(_cfg("uni")).eval()
+    h, _ = model(torch.tensor([[3, 5, 6]]))
+    assert torch.allclose(model.log_prob(h[0]).exp().sum(-1), torch.ones(3), atol=1e-5)
+
+
+def test_uni_loss_is_mean_negative_log_likelihood():
+    model = build_model(_cfg("uni", output="full")).eval()
+    ids = torch.randint(5, V, (2, 6))
+    loss, _ = model.loss(Batch(ids[:, :-1], ids[:, 1:]))
+    h, _ = model(ids[:, :-1])
+    logp = model.log_prob(h.reshape(-1, 12)).gather(1, ids[:, 1:].reshape(-1, 1))
+    assert torch.allclose(loss, -logp.mean(), atol=1e-6)
+
+
+def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
+    cfg = _cfg("uni")
+    model = build_model(cfg)
+    tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
+    save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
+    (tmp_path / "ck" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BilmError, match="corrupt"):
+        load_checkpoint(tmp_path / "ck")
+    small = Tokenizer.train([["a", "b"]])
+    save_checkpoint(tmp_path / "ck2", model, small, {"model": cfg.to_dict()}, {})
+    with pytest.raises(BilmError, match="tokenizer has 7 words but the model expects 40"):
+        load_checkpoint(tmp_path / "ck2")
+    other = build_model(_cfg("uni", hidden_size=6))
+    save_checkpoint(tmp_path / "ck3", other, tok, {"model": cfg.to_dict()}, {})
+    with pytest.raises(BilmError, match="does not match"):
+        load_checkpoint(tmp_path / "ck3")
+    (tmp_path / "ck3" / "config.json").write_text("{broken")
+    with pytest.raises(BilmError, match="config.json is corrupt"):
+        load_checkpoint(tmp_path / "ck3")

@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/corpora),)
 export BILM_CORPUS_DIR ?= $(abspath ../shared/corpora)
 endif
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo report test lint clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ demo: setup
 	$(BIN)/bilm train --model uni --corpus wikitext-2 --max-minutes $(DEMO_MINUTES) --out checkpoints/demo-uni
 	$(BIN)/bilm train --model bi --corpus wikitext-2 --max-minutes $(DEMO_MINUTES) --out checkpoints/demo-bi
 	$(BIN)/python scripts/show_predictions.py checkpoints/demo-uni checkpoints/demo-bi
+
+report: setup
+	$(BIN)/bilm evaluate --uni checkpoints/demo-uni --bi checkpoints/demo-bi --split test --out reports/wt2
+	$(BIN)/bilm gradients checkpoints/demo-uni checkpoints/demo-bi --lengths 10,20,40,80 --out reports/gradients
 
 test: setup
 	$(BIN)/python -m pytest

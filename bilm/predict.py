@@ -114,7 +114,8 @@ class Predictor:
                 "uni-rescore",
                 self._rescore(q, left, k, choices),
                 q.unknown,
-                f"top {SHORTLIST} left-context candidates rescored with the whole sentence",
+                ("the choices" if choices else f"top {SHORTLIST} left-context candidates")
+                + " rescored with the whole sentence",
             ),
         ]
 

@@ -186,7 +186,7 @@ def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, e
     (head words, then each cluster) are built exactly as its `log_prob` builds them, but
     counted in place instead of copied into one (N, V) tensor.
     """
-    x = model._out_features(h)
+    x = model.output_features(h)
     rows = torch.arange(len(targets), device=h.device)
     if not isinstance(model.output, AdaptiveSoftmax):
         logp = model.output.log_prob(x)

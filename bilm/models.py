@@ -148,17 +148,18 @@ class LanguageModel(nn.Module):
         c = self.cfg
         return make_rnn(c.cell, c.emb_size, c.hidden_size, c.layers, c.dropout, c.init, **c.cell_options)
 
-    def _out_features(self, h: torch.Tensor) -> torch.Tensor:
+    def output_features(self, h: torch.Tensor) -> torch.Tensor:
+        """What the output layer reads: dropout, then the tying projection if any."""
         h = self.drop(h)
         return self.proj(h) if self.proj is not None else h
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
         """Full log-distribution (N, V) over the vocabulary from features (N, H)."""
-        return self.output.log_prob(self._out_features(h))
+        return self.output.log_prob(self.output_features(h))
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) (N,) from features (N, H); cheaper than `log_prob` with adaptive softmax."""
-        return self.output.target_log_prob(self._out_features(h), targets)
+        return self.output.target_log_prob(self.output_features(h), targets)
 
 
 class UniLM(LanguageModel):

@@ -4,6 +4,9 @@ bilm prepare wikitext-2
 bilm train --model uni --corpus wikitext-2 --max-minutes 20 --out checkpoints/wt2-uni
 bilm predict checkpoints/wt2-uni "the boys went to the" -k 10
 bilm fill checkpoints/wt2-bi "the boys went to the ___ and then got out of the pool ." -k 10
+bilm repl checkpoints/wt2-bi --compare checkpoints/wt2-uni
+bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --out reports/wt2
+bilm gradients checkpoints/wt2-uni --lengths 10,20,40,80 --out reports/gradients
 """
 
 from __future__ import annotations

@@ -64,13 +64,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def detach(state):
-    """Cut the graph behind a carried hidden state (tensor, tuple of tensors or None)."""
+def map_state(fn, state):
+    """Apply `fn` to every tensor of a carried hidden state (tensor, tuple of tensors or None)."""
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
-        return state.detach()
-    return type(state)(detach(s) for s in state)
+        return fn(state)
+    return type(state)(map_state(fn, s) for s in state)
+
+
+def detach(state):
+    """Cut the graph behind a carried hidden state."""
+    return map_state(torch.Tensor.detach, state)
 
 
 Batches = Callable[[int, int], Iterator[Batch]]
@@ -141,7 +146,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        self.state = _to(state["hidden"], self.device)
+        self.state = map_state(lambda t: t.to(self.device), state["hidden"])
 
     # -- the loop ------------------------------------------------------------------
     def out_of_budget(self) -> bool:
@@ -221,8 +226,9 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self._tick()
-        window.add(loss.item(), norm, bool(self.cfg.clip and norm > self.cfg.clip), batch.num_tokens, seconds)
-        return loss.item(), norm
+        loss = loss.item()
+        window.add(loss, norm, bool(self.cfg.clip and norm > self.cfg.clip), batch.num_tokens, seconds)
+        return loss, norm
 
     def validate(self, schedule: bool) -> bool:
         """Evaluate; keep the best; with `schedule`, decay the lr / stop early. True = stop."""
@@ -297,14 +303,6 @@ class _Window:
             clip_rate=self.clipped / n,
             tokens_per_s=round(self.tokens_per_s, 1),
         )
-
-
-def _to(state, device):
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    return type(state)(_to(s, device) for s in state)
 
 
 def train(

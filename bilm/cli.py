@@ -100,11 +100,27 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--bptt", type=int, default=35, show_default=True, help="Truncated BPTT length (uni).")
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0: off).")
 @click.option("--clip-value", type=float, default=0.0, show_default=True, help="Clip each gradient entry (0: off).")
+@click.option("--norm-penalty", type=float, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight.")
+@click.option("--log-input-grads", is_flag=True, help="Log ||dL/dx_t|| at the first/last step of each window (uni).")
 @click.option("--epochs", type=int, default=None, help="[default: 40]")
 @click.option("--max-steps", type=int, default=None)
 @click.option("--max-minutes", type=float, default=None, help="Wall-clock budget, validation included.")
 @click.option("--patience", type=int, default=3, show_default=True, help="Early stop after N worse validations.")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Also validate every N steps.")
+@click.option(
+    "--schedule",
+    type=click.Choice(["plateau", "cosine"]),
+    default="plateau",
+    show_default=True,
+    help="plateau: lr x0.25 when validation stalls; cosine: anneal to 0 over the budget (steps, minutes or epochs).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: autocast the training step (validation stays fp32).",
+)
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @data_options
@@ -130,11 +146,15 @@ def train(
     bptt,
     clip,
     clip_value,
+    norm_penalty,
+    log_input_grads,
     epochs,
     max_steps,
     max_minutes,
     patience,
     eval_every,
+    schedule,
+    precision,
     seed,
     device,
     max_vocab,
@@ -170,8 +190,12 @@ def train(
         bptt=bptt,
         clip=clip,
         clip_value=clip_value,
+        norm_penalty=norm_penalty,
+        log_input_grads=log_input_grads,
         early_stop=patience,
         eval_every=eval_every,
+        schedule=schedule,
+        precision=precision,
         seed=seed,
         device=device,
     )

@@ -24,7 +24,7 @@ r, reported as a half-life ln 2 / -ln r in words (None when the signal does not 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -38,15 +38,18 @@ class StepRecorder(nn.Module):
 
     Returns the top layer of the state as the output, so the gradient reaching an
     output also reaches the recorded state: `states[t]`, a tuple of (layers, B, H)
-    tensors (h, or h and c), carries the full dL/ds_t.
+    tensors (h, or h and c), carries the full dL/ds_t. `inputs` keeps the last input
+    (B, T, I), so a step can be recomputed from its recorded state (see remedies.py).
     """
 
     def __init__(self, rnn: nn.Module):
         super().__init__()
         self.rnn = rnn
-        self.states: list[torch.Tensor] = []
+        self.states: list[tuple[torch.Tensor, ...]] = []
+        self.inputs: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, state=None):
+        self.inputs = x
         outs = []
         for t in range(x.size(1)):
             _, state = self.rnn(x[:, t : t + 1], state)
@@ -55,6 +58,25 @@ class StepRecorder(nn.Module):
             outs.append(state[0][-1])
             state = state if len(state) > 1 else state[0]
         return torch.stack(outs, 1), state
+
+
+def stack_names(model: nn.Module) -> list[str]:
+    """The recurrent stacks a model holds (uni and the synthetic models: rnn; bi: fwd, bwd)."""
+    return [name for name in STACKS if isinstance(getattr(model, name, None), nn.Module)]
+
+
+@contextmanager
+def recording(model: nn.Module):
+    """Swap every recurrent stack of `model` for a StepRecorder; yields {stack name: recorder}."""
+    originals = {name: getattr(model, name) for name in stack_names(model)}
+    recorders = {name: StepRecorder(rnn) for name, rnn in originals.items()}
+    for name, recorder in recorders.items():
+        setattr(model, name, recorder)
+    try:
+        yield recorders
+    finally:
+        for name, rnn in originals.items():
+            setattr(model, name, rnn)
 
 
 @contextmanager
@@ -71,16 +93,12 @@ def probes(model: nn.Module, hidden: bool):
         return out
 
     handle = model.embedding.register_forward_hook(leaf)
-    originals = {name: getattr(model, name) for name in STACKS if hidden and hasattr(model, name)}
-    for name, rnn in originals.items():
-        found[name] = StepRecorder(rnn)
-        setattr(model, name, found[name])
     try:
-        yield found
+        with recording(model) if hidden else nullcontext({}) as recorders:
+            found.update(recorders)
+            yield found
     finally:
         handle.remove()
-        for name, rnn in originals.items():
-            setattr(model, name, rnn)
 
 
 def _grad_norms(total: torch.Tensor, emb: torch.Tensor, states: list[tuple[torch.Tensor, ...]]):
@@ -215,3 +233,62 @@ def profile(
                 entry["hidden"] = summarize(arrays["hidden"])
             entries.append(entry)
     return entries
+
+
+class InputGradientLog:
+    """||dL/dx_t|| at every time step of every training step, averaged over the batch rows.
+
+    A forward hook on `module` (a model's `embedding`) puts a tensor hook on its output
+    (B, T, E), so the backward pass the trainer runs anyway hands over dL/dx_t for all t:
+    one norm per step, and the fused kernels keep running. Only in training mode with
+    grad enabled; an output that needs no gradient (a frozen or identity embedding) is
+    made a leaf so that it gets one. With the loss at the end of a window (adding, copy)
+    the first step shows the gradient that crossed the whole window, the last step the
+    one that crossed nothing: their ratio is the vanishing (or exploding) factor.
+
+    `flush()` returns the means since the previous flush: `input_grad_first`,
+    `input_grad_last` and `input_grad_by_step` (the whole profile, steps of one window length).
+    """
+
+    def __init__(self, module: nn.Module):
+        self.handle = module.register_forward_hook(self._hook)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.first = self.last = 0.0
+        self.count = 0
+        self.profile: torch.Tensor | None = None
+        self.profile_count = 0
+
+    def _hook(self, module, args, out):
+        if not (module.training and torch.is_grad_enabled()):
+            return None
+        if not out.requires_grad:
+            out = out.detach().requires_grad_()
+        out.register_hook(self._record)
+        return out
+
+    def _record(self, grad: torch.Tensor) -> None:
+        norms = grad.detach().float().norm(dim=-1).mean(0).cpu()  # (T,)
+        self.first += norms[0].item()
+        self.last += norms[-1].item()
+        self.count += 1
+        if self.profile is None:
+            self.profile = torch.zeros_like(norms)
+        if len(norms) == len(self.profile):
+            self.profile += norms
+            self.profile_count += 1
+
+    def flush(self) -> dict:
+        if not self.count:
+            return {}
+        out = dict(
+            input_grad_first=self.first / self.count,
+            input_grad_last=self.last / self.count,
+            input_grad_by_step=(self.profile / self.profile_count).tolist(),
+        )
+        self._reset()
+        return out
+
+    def remove(self) -> None:
+        self.handle.remove()

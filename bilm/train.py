@@ -28,6 +28,7 @@ from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prep
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
 from .models import Batch, ModelConfig, build_model
+from .remedies import instrument
 
 
 @dataclass
@@ -41,11 +42,15 @@ class TrainConfig:
     max_len: int = 80  # bi: longer sentences are cut into pieces
     clip: float = 1.0  # max global gradient norm; 0 = off
     clip_value: float = 0.0  # clip each gradient entry to [-v, v]; 0 = off
+    norm_penalty: float = 0.0  # weight of Pascanu et al.'s gradient-norm-preserving penalty (remedies.py); 0 = off
+    log_input_grads: bool = False  # log ||dL/dx_t|| at the first and last steps of each window (uni, bench tasks)
     epochs: int = 40
     max_steps: int | None = None
     max_minutes: float | None = None
     lr_decay: float = 0.25  # multiply the learning rate by this when validation stops improving
     plateau_patience: int = 0
+    schedule: str = "plateau"  # plateau: x lr_decay on a stalled validation | cosine: anneal to 0 over the budget
+    precision: str = "fp32"  # fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never
     eval_every: int = 0  # also validate every N steps; 0 = once per epoch
     log_every: int = 100
@@ -113,6 +118,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=cfg.lr_decay, patience=cfg.plateau_patience
         )
+        if cfg.schedule not in ("plateau", "cosine"):
+            raise BilmError(f"unknown schedule {cfg.schedule!r}; choose plateau or cosine")
+        if cfg.precision not in ("fp32", "bf16"):
+            raise BilmError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
+        self.loss_fn, self.monitors = instrument(model, cfg)  # model.loss, or a remedy wrapping it
         self.step = self.epoch = self.batch_index = self.bad_evals = 0
         self.elapsed = 0.0  # wall-clock seconds (training + validation), across resumes
         self.train_seconds = 0.0  # seconds inside training steps, for tokens/s
@@ -190,7 +200,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window.tokens_per_s:,.0f}")
                 if cfg.log_every and self.step % cfg.log_every == 0:
-                    self.record(dict(type="train", **window.summary(), lr=self.lr))
+                    monitored = {k: v for m in self.monitors for k, v in m.flush().items()}
+                    self.record(dict(type="train", **window.summary(), **monitored, lr=self.lr))
                     window = _Window()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     stopped = self.validate(schedule=True)
@@ -211,13 +222,17 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         batch = batch.to(self.device)
-        loss, state = self.model.loss(batch, self.state)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            loss, state = self.loss_fn(batch, self.state)
+        loss = loss.float()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.clip_value:
             nn.utils.clip_grad_value_(params, self.cfg.clip_value)
         norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
+        if self.cfg.schedule == "cosine":
+            self.anneal()
         self.optimizer.step()
         self.state = detach(state)
         self.step += 1
@@ -244,7 +259,8 @@ class Trainer:
         )
         stop = False
         if schedule:
-            self.scheduler.step(result["loss"])
+            if self.cfg.schedule == "plateau":
+                self.scheduler.step(result["loss"])
             self.bad_evals = 0 if improved else self.bad_evals + 1
             stop = bool(self.cfg.early_stop and self.bad_evals >= self.cfg.early_stop)
             if stop:
@@ -253,6 +269,27 @@ class Trainer:
             self.on_save("best", self)
         self.on_save("last", self)
         return stop
+
+    @property
+    def progress(self) -> float:
+        """Share of the budget spent: the largest of the step, wall-clock and epoch fractions.
+
+        With `max_minutes` it follows the wall clock, so a cosine run is not bit-for-bit
+        reproducible, and raising the budget on resume lifts the learning rate again.
+        """
+        cfg = self.cfg
+        spent = [self.step / max(cfg.epochs * self.steps_per_epoch, 1)]
+        if cfg.max_steps:
+            spent.append(self.step / cfg.max_steps)
+        if cfg.max_minutes:
+            spent.append(self.elapsed / (cfg.max_minutes * 60))
+        return min(max(spent), 1.0)
+
+    def anneal(self) -> None:
+        """Cosine schedule: lr = lr0 (1 + cos(pi progress)) / 2, from lr0 down to 0 at the end of the budget."""
+        lr = self.cfg.lr * 0.5 * (1 + math.cos(math.pi * self.progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     @property
     def lr(self) -> float:

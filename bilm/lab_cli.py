@@ -2,7 +2,9 @@
 
 bilm gradients checkpoints/wt2-uni checkpoints/wt2-bi --lengths 10,20,40,80 --out reports/grad
 bilm gradients --untrained --cell rnn-sigmoid,rnn-tanh,lstm,esn --out reports/grad-init
-bilm bench adding --cells lstm,gru,irnn,rnn-tanh --lengths 50,100,200 --out reports/adding
+bilm gradients checkpoints/wt2-uni --untrained --cell lstm,esn --corpus wikitext-2 --bench reports/adding --out r/
+bilm bench adding --cells lstm,gru,irnn,rnn-tanh --lengths 50,100,200 --lr irnn=1e-4 --out reports/adding
+bilm bench adding --cells irnn,rnn-tanh --lengths 100 --optimizer sgd --lr 0.01 --clip 0,1 --out reports/clipping
 bilm bench copy --cells lstm,gru --lengths 20,50
 
 Registered on the main group by cli.py (`cli.add_command(gradients)`, `cli.add_command(bench)`).
@@ -78,7 +80,7 @@ option = click.option(
 
 @click.command()
 @click.argument("checkpoints", nargs=-1)
-@click.option("--untrained", is_flag=True, help="Measure freshly initialised models instead of checkpoints.")
+@click.option("--untrained", is_flag=True, help="Also (or only) measure freshly initialised models of --cell.")
 @click.option("--cell", default="lstm", show_default=True, help="With --untrained: cell(s), comma-separated.")
 @click.option("--model", "kind", type=click.Choice(["uni", "bi"]), default="uni", show_default=True)
 @click.option("--init", type=click.Choice(INITS), default="default", show_default=True)
@@ -99,7 +101,13 @@ option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write gradients.json, gradients.png and far_near.png here.",
+    help="Write gradients.json, gradients.png and the report (report.md/html/json, figures/) here.",
+)
+@click.option(
+    "--bench",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="A `bilm bench ... --out` folder to include in the report (repeatable).",
 )
 @click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False), default=None)
 @click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False), default=None)
@@ -123,6 +131,7 @@ def gradients(
     seed,
     threads,
     out,
+    bench,
     corpus_dir,
     data_dir,
 ):
@@ -130,17 +139,22 @@ def gradients(
 
     For windows of each length, g(k) = |d log p(w | context) / d e_k| for the word k
     steps away (both sides for the bi model), its median and quartiles, the half-life
-    in words of a fitted exponential decay, and the ratio g(far)/g(near).
+    in words of a fitted exponential decay, and the ratio g(far)/g(near). Checkpoints
+    and --untrained cells can be measured side by side; --out also writes a report
+    (report.md/html/json) with the long-range benchmarks of each --bench folder.
     """
+    import time
+
     from .gradients import profile
 
-    if bool(checkpoints) == untrained:
-        raise BilmError("give checkpoint(s) to measure, or --untrained (with --cell) for fresh models")
+    if not checkpoints and not untrained:
+        raise BilmError("give checkpoint(s) to measure, and/or --untrained (with --cell) for fresh models")
     windows = _ints(lengths, "--lengths")
     if threads:
         torch.set_num_threads(threads)
-    models = (
-        _untrained_models(
+    models = list(_checkpoint_models(checkpoints, split, corpus_dir, data_dir))
+    if untrained:
+        models += _untrained_models(
             _cells(cell),
             kind,
             init,
@@ -155,13 +169,12 @@ def gradients(
             corpus_dir,
             data_dir,
         )
-        if untrained
-        else _checkpoint_models(checkpoints, split, corpus_dir, data_dir)
-    )
-    entries = []
-    for label, model, stream in models:
+    started = time.perf_counter()
+    entries, seconds = [], {}
+    for label, model, stream, ckpt in models:
         torch.manual_seed(seed)
         c = model.cfg
+        clock = time.perf_counter()
         for entry in profile(model, stream, windows, count, batch_size, hidden=not no_hidden, seed=seed):
             entries.append(
                 dict(
@@ -170,23 +183,40 @@ def gradients(
                     cell=c.cell,
                     init=c.init,
                     cell_options=c.cell_options,
-                    trained=not untrained,
+                    trained=ckpt is not None,
                     **entry,
                 )
             )
+        seconds[label] = round(time.perf_counter() - clock, 1)
+        click.echo(f"{label}: {count} windows x {len(windows)} lengths in {seconds[label]:.1f} s")
     click.echo(f"{'model':<28} {'side':<5} {'length':>6} {'half-life':>9} {'far/near':>9} {'hidden h-l':>10}")
     for e in entries:
         hidden_hl = e["hidden"]["half_life"] if "hidden" in e else None
         click.echo(
-            f"{e['model'][:28]:<28} {e['direction']:<5} {e['length']:>6} {_fmt(e['half_life']):>9} "
+            f"{e['model'][-28:]:<28} {e['direction']:<5} {e['length']:>6} {_fmt(e['half_life']):>9} "
             f"{e['far_near']:>9.1e} {_fmt(hidden_hl):>10}"
         )
-    _write_json(out, "gradients.json", {"entries": entries})
+    _write_json(out, "gradients.json", {"entries": entries, "seconds": seconds, "threads": torch.get_num_threads()})
     if out is not None:
-        from .lab_plots import far_near, gradient_curves
+        _write_report(out, entries, models, bench, split, seconds, time.perf_counter() - started)
 
-        click.echo(f"wrote {gradient_curves(entries, out / 'gradients.png')}")
-        click.echo(f"wrote {far_near(entries, out / 'far_near.png')}")
+
+def _write_report(out: Path, entries, models, bench_dirs, split, seconds, total) -> None:
+    from .lab_plots import gradient_curves, gradients_section, save
+    from .report import Report, read_metrics, run_meta
+
+    click.echo(f"wrote {save(gradient_curves(entries), out / 'gradients.png')}")
+    results, runs = [], {}
+    for folder in map(Path, bench_dirs):
+        found = [folder / f"{task}.json" for task in ("adding", "copy") if (folder / f"{task}.json").is_file()]
+        if not found:
+            raise BilmError(f"--bench {folder}: no adding.json or copy.json (written by bilm bench ... --out)")
+        results += [r for path in found for r in json.loads(path.read_text())["results"]]
+        runs.update({p.parent.name: read_metrics(p) for p in sorted(folder.glob("*/metrics.jsonl"))})
+    ckpts = {label: ckpt for label, _, _, ckpt in models if ckpt is not None}
+    meta = run_meta(ckpts, split=split, seconds_per_model=seconds, seconds=round(total, 1))
+    paths = Report("bilm: vanishing gradients", meta, [gradients_section(entries, results, runs)]).write(out)
+    click.echo(f"report: {paths['md']}, {paths['html']}, {paths['json']}")
 
 
 def _untrained_models(
@@ -218,7 +248,7 @@ def _untrained_models(
             model = build_model(cfg)
         except ValueError as e:
             raise BilmError(str(e)) from None
-        yield f"{kind}-{name}-{init}-init", model, stream
+        yield f"{kind}-{name}-{init}-init", model, stream, None
 
 
 def _checkpoint_models(paths, split, corpus_dir, data_dir):
@@ -232,12 +262,31 @@ def _checkpoint_models(paths, split, corpus_dir, data_dir):
             data = PreparedData(cache)
         else:
             data = prepare(DataConfig(**ckpt.config["data"]), corpus_dir or ckpt.config.get("corpus_dir"), data_dir)
-        yield str(path), ckpt.model, torch.from_numpy(data.stream(split).astype("int64"))
+        yield str(path), ckpt.model, torch.from_numpy(data.stream(split).astype("int64")), ckpt
 
 
 @click.group()
 def bench():
     """Classic long-range tasks: the adding problem and the copy task."""
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BilmError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _learning_rates(text: str, cells: list[str]) -> dict[str, float]:
+    """`3e-3` for every cell, or `lstm=3e-3,irnn=1e-4` (cells not named keep the default 1e-3)."""
+    if "=" not in text:
+        (lr,) = _floats(text, "--lr") or [None]
+        return dict.fromkeys(cells, lr)
+    named = _options(tuple(text.split(",")))
+    unknown = set(named) - set(cells)
+    if unknown:
+        raise BilmError(f"--lr names cell(s) not in --cells: {', '.join(sorted(unknown))}")
+    return {cell: named.get(cell, 1e-3) for cell in cells}
 
 
 def _bench_command(task: str, default_lengths: str, default_steps: int):
@@ -246,11 +295,14 @@ def _bench_command(task: str, default_lengths: str, default_steps: int):
     @click.option("--steps", type=int, default=default_steps, show_default=True, help="Most training steps per run.")
     @click.option("--batch-size", type=int, default=50, show_default=True)
     @click.option("--hidden", type=int, default=128, show_default=True)
-    @click.option("--lr", type=float, default=1e-3, show_default=True)
-    @click.option("--clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0: off).")
+    @click.option("--lr", default="1e-3", show_default=True, help="One rate, or per cell: lstm=1e-3,irnn=1e-4.")
+    @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+    @click.option("--clip", default="1", show_default=True, help="Max gradient norm (0: off); several: 0,1 runs each.")
+    @click.option("--norm-penalty", type=float, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight.")
     @click.option("--init", type=click.Choice(INITS), default="default", show_default=True)
     @option
     @click.option("--eval-every", type=int, default=100, show_default=True)
+    @click.option("--log-every", type=int, default=None, help="Train records (input gradients) [default: eval-every].")
     @click.option("--max-minutes", type=float, default=None, help="Wall-clock budget per run.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @threads
@@ -258,54 +310,80 @@ def _bench_command(task: str, default_lengths: str, default_steps: int):
         "--out",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help=f"Write {task}.json, {task}.png and each run's metrics.jsonl.",
+        help=f"Write {task}.json, {task}.png, input_gradients.png and each run's metrics.jsonl.",
     )
     def command(
-        cells, lengths, steps, batch_size, hidden, lr, clip, init, options, eval_every, max_minutes, seed, threads, out
+        cells,
+        lengths,
+        steps,
+        batch_size,
+        hidden,
+        lr,
+        optimizer,
+        clip,
+        norm_penalty,
+        init,
+        options,
+        eval_every,
+        log_every,
+        max_minutes,
+        seed,
+        threads,
+        out,
     ):
         from .synthetic import run_bench
 
         if threads:
             torch.set_num_threads(threads)
-        results = []
+        names, clips = _cells(cells), _floats(clip, "--clip")
+        rates = _learning_rates(lr, names)
+        settings = dict(
+            steps=steps,
+            batch_size=batch_size,
+            hidden_size=hidden,
+            init=init,
+            options=_options(options),
+            eval_every=eval_every,
+            norm_penalty=norm_penalty,
+            optimizer=optimizer,
+            log_every=log_every,
+            max_minutes=max_minutes,
+            seed=seed,
+            log=click.echo,
+        )
+        results, runs = [], {}
         for T in _ints(lengths, "--lengths"):
-            for cell in _cells(cells):
-                run_out = out / f"{cell}-T{T}" if out else None
-                try:
-                    results.append(
-                        run_bench(
-                            task,
-                            cell,
-                            T,
-                            steps,
-                            batch_size,
-                            hidden,
-                            lr,
-                            clip,
-                            init,
-                            _options(options),
-                            eval_every,
-                            max_minutes=max_minutes,
-                            seed=seed,
-                            out=run_out,
-                            log=click.echo,
+            for cell in names:
+                for c in clips:
+                    name = f"{cell}-T{T}" + (f"-clip{c:g}" if len(clips) > 1 else "")
+                    try:
+                        results.append(
+                            run_bench(
+                                task, cell, T, lr=rates[cell], clip=c, out=out / name if out else None, **settings
+                            )
                         )
-                    )
-                except ValueError as e:
-                    raise BilmError(str(e)) from None
-        click.echo(f"{'T':>5} {'cell':<12} {'loss':>8} {'baseline':>8} {'solved':>6} {'steps':>6} {'seconds':>8}")
+                    except ValueError as e:
+                        raise BilmError(str(e)) from None
+                    runs[name] = out / name / "metrics.jsonl" if out else None
+        click.echo(
+            f"{'T':>5} {'cell':<12} {'lr':>8} {'clip':>5} {'loss':>8} {'baseline':>8} {'solved':>6} {'steps':>6} "
+            f"{'seconds':>8}"
+        )
         for r in results:
             click.echo(
-                f"{r['T']:>5} {r['cell']:<12} {r['loss']:>8.4f} {r['baseline']:>8.4f} "
+                f"{r['T']:>5} {r['cell']:<12} {r['lr']:>8.0e} {r['clip']:>5g} {r['loss']:>8.4f} {r['baseline']:>8.4f} "
                 f"{'yes' if r['solved'] else 'no':>6} {r['steps']:>6} {r['seconds']:>8.1f}"
             )
         _write_json(out, f"{task}.json", {"results": results})
         if out is not None:
-            from .lab_plots import bench_losses
+            from .lab_plots import bench_losses, input_gradients, save
+            from .report import read_metrics
             from .synthetic import ADDING_SOLVED_MSE
 
             solved_line = ADDING_SOLVED_MSE if task == "adding" else 0.0
-            click.echo(f"wrote {bench_losses(results, solved_line, out / f'{task}.png')}")
+            click.echo(f"wrote {save(bench_losses(results, solved_line), out / f'{task}.png')}")
+            records = {name: read_metrics(path) for name, path in runs.items()}
+            click.echo(f"wrote {save(input_gradients(records), out / 'input_gradients.png')}")
 
     return command
 

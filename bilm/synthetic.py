@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cells import make_rnn
+from .gradients import probes
 from .models import Batch
 from .train import TrainConfig, Trainer
 
@@ -66,15 +67,20 @@ def copy_baseline(T: int) -> float:
 
 
 class AddingModel(nn.Module):
-    """RNN over (value, marker) pairs; a linear readout of the last state predicts the sum."""
+    """RNN over (value, marker) pairs; a linear readout of the last state predicts the sum.
+
+    The pairs pass through an identity `embedding`, the module the gradient probes hook
+    in every model (gradients.py), so dL/dx_t is measured where a language model's is.
+    """
 
     def __init__(self, cell: str, hidden_size: int = 128, init: str = "default", **options):
         super().__init__()
+        self.embedding = nn.Identity()
         self.rnn = make_rnn(cell, 2, hidden_size, 1, 0.0, init, **options)
         self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(inputs)  # (B, T, H)
+        out, _ = self.rnn(self.embedding(inputs))  # (B, T, H)
         return self.head(out[:, -1]).squeeze(-1)
 
     def loss(self, batch: Batch, state=None):
@@ -86,15 +92,16 @@ class AddingModel(nn.Module):
 
 
 class CopyModel(nn.Module):
-    """RNN over one-hot symbols; a linear readout at every step predicts the target symbol."""
+    """RNN over one-hot symbols (a frozen identity `embedding`); a linear readout at every step predicts the target."""
 
     def __init__(self, cell: str, hidden_size: int = 128, init: str = "default", **options):
         super().__init__()
+        self.embedding = nn.Embedding.from_pretrained(torch.eye(COPY_DELIMITER + 1))
         self.rnn = make_rnn(cell, COPY_DELIMITER + 1, hidden_size, 1, 0.0, init, **options)
         self.head = nn.Linear(hidden_size, COPY_SYMBOLS + 1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(F.one_hot(inputs, COPY_DELIMITER + 1).float())  # (B, T+20, H)
+        out, _ = self.rnn(self.embedding(inputs))  # (B, T+20, H)
         return self.head(out)  # (B, T+20, 9)
 
     def loss(self, batch: Batch, state=None):
@@ -135,24 +142,10 @@ TASKS = {
 
 @torch.enable_grad()
 def input_gradients(model: nn.Module, batch: Batch) -> dict:
-    """Mean ||dL/dx_t|| at the first and last time steps: the vanishing (or exploding) signal.
-
-    The input of the RNN is swapped for a leaf by a forward pre-hook, so this works for
-    both tasks (the copy model one-hot encodes inside).
-    """
-    leaves = []
-
-    def leaf(module, args):
-        x = args[0].detach().requires_grad_()
-        leaves.append(x)
-        return (x, *args[1:])
-
-    handle = model.rnn.register_forward_pre_hook(leaf)
-    try:
+    """Mean ||dL/dx_t|| at the first and last time steps: the vanishing (or exploding) signal."""
+    with probes(model, hidden=False) as found:
         loss, _ = model.loss(batch)
-        (grad,) = torch.autograd.grad(loss, leaves[0])
-    finally:
-        handle.remove()
+        (grad,) = torch.autograd.grad(loss, found["emb"][0])
     norms = grad.norm(dim=-1).mean(0)  # (T,)
     return {"grad_first": norms[0].item(), "grad_last": norms[-1].item()}
 
@@ -169,6 +162,9 @@ def run_bench(
     init: str = "default",
     options: dict | None = None,
     eval_every: int = 100,
+    norm_penalty: float = 0.0,
+    optimizer: str = "adamw",
+    log_every: int | None = None,
     test_size: int = 500,
     max_minutes: float | None = None,
     seed: int = 0,
@@ -178,7 +174,8 @@ def run_bench(
     """Train one cell on one task with bilm's Trainer; stop once solved or out of budget.
 
     An "epoch" is `eval_every` fresh random batches followed by a test on a fixed batch.
-    Every figure is logged to `out/metrics.jsonl` when `out` is given.
+    Every figure is logged to `out/metrics.jsonl` when `out` is given, including the
+    per-step input gradients of the training batches every `log_every` steps.
     """
     spec = TASKS[task]
     torch.manual_seed(seed)
@@ -204,15 +201,18 @@ def run_bench(
             t.cfg.max_steps = t.step
 
     cfg = TrainConfig(
+        optimizer=optimizer,
         lr=lr,
         batch_size=batch_size,
         clip=clip,
+        norm_penalty=norm_penalty,
+        log_input_grads=True,
         epochs=math.ceil(steps / eval_every),
         max_steps=steps,
         max_minutes=max_minutes,
         plateau_patience=10**9,
         early_stop=0,
-        log_every=eval_every,
+        log_every=log_every or eval_every,
         seed=seed,
         device="cpu",
     )
@@ -232,9 +232,14 @@ def run_bench(
         "T": T,
         "init": init,
         "options": options or {},
+        "lr": lr,
+        "clip": clip,
+        "norm_penalty": norm_penalty,
+        "optimizer": optimizer,
         "seed": seed,
         "steps": trainer.step,
         "seconds": summary["train_seconds"],
+        "wall_seconds": summary["wall_seconds"],
         "loss": final["loss"],
         "baseline": final["baseline"],
         "solved": final["solved"],

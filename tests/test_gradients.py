@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from bilm.cells import LoopRNN, make_rnn
 from bilm.errors import BilmError
 from bilm.gradients import bi_norms, fit_decay, profile, uni_norms
-from bilm.lab_cli import gradients
+from bilm.lab_cli import bench, gradients
 from bilm.models import ModelConfig, build_model
 
 
@@ -188,3 +188,21 @@ def test_gradients_command_rejects_bad_input_with_a_clear_error(args, message):
     result = CliRunner().invoke(gradients, args)
     assert isinstance(result.exception, BilmError)
     assert message in str(result.exception)
+
+
+def test_gradients_report_puts_trained_and_untrained_models_and_the_benchmarks_in_one_section(trained, tmp_path):
+    bench_dir = tmp_path / "adding"
+    bench_args = ["--cells", "lstm", "--lengths", "4", "--steps", "2", "--eval-every", "2", "--hidden", "4"]
+    assert CliRunner().invoke(bench, ["adding", *bench_args, "--out", str(bench_dir)]).exit_code == 0
+    args = [str(trained["uni"]), "--untrained", "--cell", "rnn-sigmoid", "--vocab", "50", "--hidden", "8", "--emb", "8"]
+    args += ["--lengths", "4,8", "--sentences", "5", "--bench", str(bench_dir), "--out", str(tmp_path / "report")]
+    result = CliRunner().invoke(gradients, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    section = report["sections"]["gradients"]
+    assert {(e["cell"], e["trained"]) for e in section["entries"]} == {("lstm", True), ("rnn-sigmoid", False)}
+    assert [r["cell"] for r in section["bench"]] == ["lstm"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Vanishing gradients" in text and "| rnn-sigmoid (default) | init |" in text
+    figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
+    assert figures == {f"gradients_{n}.png" for n in ("decay", "half_lives", "far_near", "bench", "input_gradients")}

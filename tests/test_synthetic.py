@@ -105,3 +105,23 @@ def test_bench_command_prints_and_writes_the_table(tmp_path):
     assert [(r["cell"], r["T"]) for r in results] == [("gru", 3), ("irnn", 3)]
     assert all(r["steps"] == 20 and r["baseline"] == pytest.approx(copy_baseline(3)) for r in results)
     assert (tmp_path / "gru-T3" / "metrics.jsonl").is_file()
+
+
+def test_bench_command_takes_a_rate_per_cell_and_runs_each_clip_setting(tmp_path):
+    args = ["--cells", "lstm,irnn", "--lengths", "4", "--steps", "4", "--eval-every", "2", "--hidden", "8"]
+    args += ["--lr", "irnn=1e-4", "--clip", "0,1", "--out", str(tmp_path)]
+    result = CliRunner().invoke(bench, ["adding", *args])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "adding.json").read_text())["results"]
+    assert [(r["cell"], r["lr"], r["clip"]) for r in results] == [
+        ("lstm", 1e-3, 0.0),
+        ("lstm", 1e-3, 1.0),
+        ("irnn", 1e-4, 0.0),
+        ("irnn", 1e-4, 1.0),
+    ]
+    assert (tmp_path / "irnn-T4-clip0" / "metrics.jsonl").is_file() and (tmp_path / "input_gradients.png").is_file()
+
+
+def test_bench_command_rejects_a_rate_for_a_cell_it_does_not_run():
+    result = CliRunner().invoke(bench, ["adding", "--cells", "lstm", "--lr", "gru=1e-3"])
+    assert "--lr names cell(s) not in --cells: gru" in str(result.exception)

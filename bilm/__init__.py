@@ -1,5 +1,7 @@
 """bilm: predict words from both sides.
 
+From Python (or a notebook):
+
     import bilm
     model = bilm.load("checkpoints/wt2-bi")
     model.fill("the boys went to the ___ and then got out of the pool .", k=5)

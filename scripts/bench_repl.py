@@ -35,11 +35,6 @@ SENTENCES = [
 NEXT = ["the boys went to the", "in the early years of the", "the company was founded in"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
 def time_to_ready(checkpoint: str, compare: str | None, threads: int) -> float:
     """Seconds from process start to the banner line of a fresh REPL process."""
     args = [checkpoint, "--threads", str(threads)] + (["--compare", compare] if compare else [])
@@ -73,6 +68,8 @@ def main(checkpoint, compare, queries, k, starts, threads):
     from bilm.repl import Repl
 
     imported = time.perf_counter()
+    from bilm.bench import percentile
+
     torch.set_num_threads(threads)
     predictors = [Predictor.load(checkpoint)] + ([Predictor.load(compare)] if compare else [])
     loaded = time.perf_counter()

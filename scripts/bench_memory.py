@@ -1,0 +1,104 @@
+"""Memory: `prepare` of a 100 M-token corpus, and training memory against corpus size.
+
+    python scripts/bench_memory.py --work /tmp/bilm-big          # 100 M tokens, ~0.5 GB of text
+
+The big corpus is WikiText-2's train split repeated, each copy in a new (seeded) line order,
+with WikiText-2's own valid and test splits, written as `WORK/wikitext-2/` so that it is read
+exactly as WikiText-2 is. Each measurement runs in a fresh process and reports that process's
+peak resident memory (ru_maxrss): prepare of the big corpus, then uni and bi training (bilm's defaults, the
+real trainer and batches, no validation) for the same seconds on WikiText-2 and on the big corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def make_big_corpus(source: Path, out: Path, tokens: int, seed: int = 0) -> int:
+    """Write `out/{train,valid,test}.txt`: the train lines shuffled and repeated to >= `tokens` tokens."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = (source / "train.txt").read_text(encoding="utf-8").splitlines()
+    per_copy = sum(len(line.split()) + 1 for line in lines)  # + <eos>, as the stream counts
+    copies = -(-tokens // per_copy)
+    rng = random.Random(seed)
+    with open(out / "train.txt", "w", encoding="utf-8") as f:
+        for _ in range(copies):
+            rng.shuffle(lines)
+            f.write("\n".join(lines) + "\n")
+    for split in ("valid", "test"):
+        (out / f"{split}.txt").write_text((source / f"{split}.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    return copies * per_copy
+
+
+def child(task: str, corpus_dir: str | None, data_dir: str | None, seconds: float) -> dict:
+    """One measurement in this (fresh) process."""
+    from bilm.bench import StepBench, peak_rss_mb
+    from bilm.data import DataConfig, prepare
+    from bilm.models import ModelConfig
+    from bilm.train import TrainConfig
+
+    start = time.perf_counter()
+    if task == "prepare":
+        data = prepare(DataConfig("wikitext-2"), corpus_dir, data_dir, log=lambda s: None)
+        result = dict(train_tokens=data.meta["splits"]["train"]["tokens"], vocab=data.meta["vocab_size"])
+    else:
+        data = prepare(DataConfig("wikitext-2"), corpus_dir, data_dir, log=lambda s: None)
+        bench = StepBench(data, ModelConfig(kind=task.removeprefix("train-")), TrainConfig())
+        tokens_per_s = bench.run(seconds)
+        result = dict(
+            steps=bench.trainer.step, tokens_per_s=round(tokens_per_s), train_tokens=len(data.stream("train"))
+        )
+    return dict(task=task, seconds=round(time.perf_counter() - start, 1), peak_rss_mb=round(peak_rss_mb()), **result)
+
+
+def measure(task: str, corpus_dir: Path | None, data_dir: Path | None, seconds: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", task, "--seconds", str(seconds)]
+    if corpus_dir:
+        cmd += ["--corpus-dir", str(corpus_dir), "--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise click.ClickException(f"{task} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@click.command()
+@click.option("--work", type=click.Path(file_okay=False), default="/tmp/bilm-big", show_default=True)
+@click.option("--tokens", type=int, default=100_000_000, show_default=True, help="Size of the big train split.")
+@click.option("--seconds", type=float, default=20, show_default=True, help="Training time per memory run.")
+@click.option("--source", envvar="BILM_CORPUS_DIR", default="../shared/corpora", show_default=True)
+@click.option("--child", "task", hidden=True)
+@click.option("--corpus-dir", hidden=True)
+@click.option("--data-dir", hidden=True)
+def main(work, tokens, seconds, source, task, corpus_dir, data_dir):
+    if task:
+        click.echo(json.dumps(child(task, corpus_dir, data_dir, seconds)))
+        return
+    work = Path(work)
+    big_dir, big_data = work / "corpora", work / "data"
+    if not (big_dir / "wikitext-2" / "train.txt").is_file():
+        start = time.perf_counter()
+        n = make_big_corpus(Path(source) / "wikitext-2", big_dir / "wikitext-2", tokens)
+        click.echo(f"wrote {n:,} train tokens to {big_dir / 'wikitext-2'} in {time.perf_counter() - start:.0f} s")
+    rows = [measure("prepare", big_dir, big_data, seconds)]
+    click.echo(
+        f"prepare {rows[0]['train_tokens']:,} train tokens: {rows[0]['seconds']:.0f} s, "
+        f"peak RSS {rows[0]['peak_rss_mb']:,} MiB"
+    )
+    for kind in ("uni", "bi"):
+        for corpus, data in ((None, None), (big_dir, big_data)):
+            r = measure(f"train-{kind}", corpus, data, seconds)
+            click.echo(
+                f"train {kind:<3} on {r['train_tokens']:>11,} train tokens: peak RSS {r['peak_rss_mb']:,} MiB "
+                f"({r['steps']} steps, {r['tokens_per_s']:,} tokens/s, {r['seconds']:.0f} s incl. loading)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The speed and per-minute options of the trainer: cosine schedule and bf16 autocast."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from bilm.cli import cli
+from bilm.data import DataConfig
+from bilm.errors import BilmError
+from bilm.train import train
+
+from .conftest import tiny_model, tiny_train
+
+
+def _records(run, kind):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+
+
+def test_cosine_schedule_anneals_to_zero_over_max_steps(corpus, data_dir, tmp_path):
+    cfg = tiny_train(max_steps=20, log_every=1, lr=1e-2, schedule="cosine")
+    train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
+    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    # step s (1-based) ran with progress (s - 1) / 20
+    assert lrs == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(20)])
+
+
+def test_cosine_progress_follows_the_wall_clock_under_max_minutes(corpus, data_dir, tmp_path):
+    cfg = tiny_train(max_steps=None, max_minutes=0.02, schedule="cosine", epochs=1000, log_every=1)
+    train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
+    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    assert lrs[0] > lrs[-1] and lrs[-1] < 0.05 * cfg.lr  # annealed to ~0 by the end of the 1.2 s budget
+
+
+@pytest.mark.parametrize("kind", ["uni", "bi"])
+def test_bf16_training_learns_and_validates_in_fp32(kind, corpus, data_dir, tmp_path):
+    cfg = tiny_train(max_steps=150, precision="bf16")
+    result = train(
+        DataConfig(str(corpus)), tiny_model(kind), cfg, tmp_path / kind, data_dir=data_dir, log=lambda s: None
+    )
+    assert result["valid_ppl"] < 6  # the animal corpus: ~30 words, a fraction of them predictable
+
+
+def test_unknown_schedule_or_precision_is_a_one_line_error(corpus, data_dir, tmp_path):
+    for bad in (dict(schedule="linear"), dict(precision="fp16")):
+        with pytest.raises(BilmError, match="choose"):
+            train(DataConfig(str(corpus)), tiny_model("uni"), tiny_train(**bad), tmp_path / str(bad), data_dir=data_dir)
+
+
+def test_cli_passes_schedule_and_precision(corpus, data_dir, tmp_path):
+    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "5"]
+    args += ["--layers", "1", "--hidden", "16", "--emb", "16", "--schedule", "cosine", "--precision", "bf16"]
+    result = CliRunner().invoke(cli, args, env={"BILM_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert (config["train"]["schedule"], config["train"]["precision"]) == ("cosine", "bf16")

@@ -13,7 +13,10 @@ ifneq ($(wildcard ../shared/corpora),)
 export BILM_CORPUS_DIR ?= $(abspath ../shared/corpora)
 endif
 
-.PHONY: setup demo report test lint clean
+LAB_CELLS ?= rnn-sigmoid,rnn-tanh,irnn,gru,lstm,esn
+BENCH_DIRS := $(foreach d,reports/adding reports/clipping,$(if $(wildcard $(d)/adding.json),--bench $(d)))
+
+.PHONY: setup demo report lab test lint clean
 
 setup: $(VENV)/.installed
 
@@ -31,9 +34,20 @@ demo: setup
 	$(BIN)/bilm train --model bi --corpus wikitext-2 --max-minutes $(DEMO_MINUTES) --out checkpoints/demo-bi
 	$(BIN)/python scripts/show_predictions.py checkpoints/demo-uni checkpoints/demo-bi
 
+# The evaluation report of the demo models, with the gradient lab as its last section
+# (and the long-range benchmarks too once `make lab` has run).
 report: setup
-	$(BIN)/bilm evaluate --uni checkpoints/demo-uni --bi checkpoints/demo-bi --split test --out reports/wt2
-	$(BIN)/bilm gradients checkpoints/demo-uni checkpoints/demo-bi --lengths 10,20,40,80 --out reports/gradients
+	$(BIN)/bilm gradients checkpoints/demo-uni checkpoints/demo-bi --untrained --cell $(LAB_CELLS) \
+		--corpus wikitext-2 --lengths 10,20,40,80 $(BENCH_DIRS) --out reports/gradients
+	$(BIN)/bilm evaluate --uni checkpoints/demo-uni --bi checkpoints/demo-bi --split test \
+		--gradients reports/gradients --out reports/wt2
+
+# The long-range benchmarks (about 25 minutes): the adding problem at T=200 per cell, and
+# training with and without clipping (plain SGD) to show the gradient explode and vanish.
+lab: setup
+	$(BIN)/bilm bench adding --cells lstm,gru,irnn,rnn-tanh --lengths 200 --lr irnn=1e-4 --out reports/adding
+	$(BIN)/bilm bench adding --cells irnn,rnn-tanh,lstm --lengths 100 --steps 600 --optimizer sgd --lr 0.01 \
+		--clip 0,1 --out reports/clipping
 
 test: setup
 	$(BIN)/python -m pytest

@@ -42,10 +42,12 @@ def run_evaluate(
     data_dir: str | None = None,
     device: str = "auto",
     log=print,
+    gradients: str | Path | None = None,
 ) -> dict:
     """Perplexity and fill-in accuracy on `split` of the models' corpus; writes the report into `out`.
 
-    `cfg` is an `evaluate.FillConfig`. Returns the report paths and every figure.
+    `cfg` is an `evaluate.FillConfig`. `gradients`: a `bilm gradients --out` folder whose
+    section joins the report. Returns the report paths and every figure.
     """
     from .data import DataConfig, prepare
     from .evaluate import fill_in, lm_quality, summarize
@@ -55,6 +57,11 @@ def run_evaluate(
     started = time.perf_counter()
     dev = resolve_device(device)
     ckpts = _load({"uni": uni, "bi": bi}, dev)
+    lab = None
+    if gradients is not None:
+        from .lab_plots import lab_section
+
+        lab = lab_section(gradients)  # before the long evaluation: a wrong folder fails at once
     first = next(iter(ckpts.values()))
     if (
         len({str(sorted(c.config["data"].items())) for c in ckpts.values()}) > 1
@@ -81,7 +88,7 @@ def run_evaluate(
     meta = run_meta(
         ckpts, corpus=data.config.corpus, split=split, seed=cfg.seed, seconds=round(time.perf_counter() - started, 1)
     )
-    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts)]
+    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts), lab]
     title = f"bilm evaluation: {data.config.corpus} {split}"
     paths = Report(title, meta, [s for s in sections if s]).write(out)
     log(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({meta['seconds']:.0f} s)")
@@ -161,6 +168,12 @@ def _with(options):
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Resamples for the CIs.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Sentences per pass.")
 @click.option("--seed", type=int, default=1234, show_default=True)
+@click.option(
+    "--gradients",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A `bilm gradients --out` folder: its section (and benchmarks) join the report.",
+)
 @click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False))
 @click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False))
 def evaluate(
@@ -175,6 +188,7 @@ def evaluate(
     bootstrap,
     batch_size,
     seed,
+    gradients,
     corpus_dir,
     data_dir,
 ):
@@ -184,7 +198,7 @@ def evaluate(
     cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_sentences=max_sentences)
     if shortlist is not None:
         cfg.shortlist = shortlist
-    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo)
+    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo, gradients=gradients)
 
 
 @click.command()

@@ -55,10 +55,12 @@ def _options(pairs: tuple[str, ...]) -> dict:
 
 
 def _write_json(out: Path | None, name: str, payload: dict) -> None:
+    from .report import write_atomic
+
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(json.dumps(dict(payload, command=shlex.join(sys.argv)), indent=2))
+    write_atomic(out / name, json.dumps(dict(payload, command=shlex.join(sys.argv)), indent=2))
     click.echo(f"wrote {out / name}")
 
 
@@ -196,23 +198,19 @@ def gradients(
             f"{e['model'][-28:]:<28} {e['direction']:<5} {e['length']:>6} {_fmt(e['half_life']):>9} "
             f"{e['far_near']:>9.1e} {_fmt(hidden_hl):>10}"
         )
-    _write_json(out, "gradients.json", {"entries": entries, "seconds": seconds, "threads": torch.get_num_threads()})
+    bench = [str(Path(b).resolve()) for b in bench]
+    payload = dict(entries=entries, seconds=seconds, threads=torch.get_num_threads(), bench=bench)
+    _write_json(out, "gradients.json", payload)
     if out is not None:
         _write_report(out, entries, models, bench, split, seconds, time.perf_counter() - started)
 
 
 def _write_report(out: Path, entries, models, bench_dirs, split, seconds, total) -> None:
-    from .lab_plots import gradient_curves, gradients_section, save
-    from .report import Report, read_metrics, run_meta
+    from .lab_plots import gradient_curves, gradients_section, load_bench, save
+    from .report import Report, run_meta
 
     click.echo(f"wrote {save(gradient_curves(entries), out / 'gradients.png')}")
-    results, runs = [], {}
-    for folder in map(Path, bench_dirs):
-        found = [folder / f"{task}.json" for task in ("adding", "copy") if (folder / f"{task}.json").is_file()]
-        if not found:
-            raise BilmError(f"--bench {folder}: no adding.json or copy.json (written by bilm bench ... --out)")
-        results += [r for path in found for r in json.loads(path.read_text())["results"]]
-        runs.update({p.parent.name: read_metrics(p) for p in sorted(folder.glob("*/metrics.jsonl"))})
+    results, runs = load_bench(bench_dirs)
     ckpts = {label: ckpt for label, _, _, ckpt in models if ckpt is not None}
     meta = run_meta(ckpts, split=split, seconds_per_model=seconds, seconds=round(total, 1))
     paths = Report("bilm: vanishing gradients", meta, [gradients_section(entries, results, runs)]).write(out)

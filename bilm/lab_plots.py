@@ -8,17 +8,21 @@ input_gradients    ||dL/dx_t|| at the first and last steps of the training windo
 gradient_curves    every window length, one panel each (written beside gradients.json)
 
 Figures are plain matplotlib `Figure`s (no pyplot: no global state); `save` writes a PNG,
-`gradients_section` wraps them for `report.Report` (`bilm gradients --out`).
+`gradients_section` wraps them for `report.Report` (`bilm gradients --out`); `lab_section`
+rebuilds it from a `bilm gradients --out` folder, so `bilm evaluate --gradients` plugs the
+lab into the evaluation report.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .report import Section, figure, table
+from .errors import BilmError
+from .report import Section, figure, read_metrics, table
 
 
 def _label(entry: dict) -> str:
@@ -234,3 +238,26 @@ def gradients_section(entries: list[dict], bench: list[dict] | None = None, runs
     return Section(
         "Vanishing gradients", "\n\n".join(parts), figures, dict(entries=entries, bench=bench), key="gradients"
     )
+
+
+def load_bench(folders) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(results, training records by run) of `bilm bench ... --out` folders."""
+    results, runs = [], {}
+    for folder in map(Path, folders):
+        found = [folder / f"{task}.json" for task in ("adding", "copy") if (folder / f"{task}.json").is_file()]
+        if not found:
+            raise BilmError(f"{folder}: no adding.json or copy.json (written by bilm bench ... --out)")
+        results += [r for path in found for r in json.loads(path.read_text())["results"]]
+        runs.update({p.parent.name: read_metrics(p) for p in sorted(folder.glob("*/metrics.jsonl"))})
+    return results, runs
+
+
+def lab_section(folder: str | Path) -> Section:
+    """The gradients section again, from the gradients.json a `bilm gradients --out` run left in `folder`."""
+    path = Path(folder) / "gradients.json"
+    try:
+        saved = json.loads(path.read_text())
+        entries = saved["entries"]
+    except (OSError, ValueError, KeyError) as e:
+        raise BilmError(f"{path}: not a bilm gradients result ({type(e).__name__}); run bilm gradients --out") from None
+    return gradients_section(entries, *load_bench(saved.get("bench", [])))

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import math
+import os
 import platform
 import re
 import shlex
@@ -89,12 +90,20 @@ class Report:
         (out / "figures").mkdir(parents=True, exist_ok=True)
         for s in self.sections:
             for f in s.figures:
-                (out / figure_path(s, f)).write_bytes(f.png)
+                write_atomic(out / figure_path(s, f), f.png)
         paths = dict(md=out / "report.md", html=out / "report.html", json=out / "report.json")
-        paths["md"].write_text(self.markdown())
-        paths["html"].write_text(self.html())
-        paths["json"].write_text(json.dumps(self.data(), indent=2, allow_nan=False))
+        write_atomic(paths["md"], self.markdown())
+        write_atomic(paths["html"], self.html())
+        write_atomic(paths["json"], json.dumps(self.data(), indent=2, allow_nan=False))
         return paths
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write via a temporary file and rename: a reader (or a Ctrl-C) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+    return path
 
 
 def figure_path(section: Section, fig: Figure) -> str:

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from bilm.cells import LoopRNN, make_rnn
+from bilm.cli_eval import evaluate as evaluate_command
 from bilm.errors import BilmError
 from bilm.gradients import bi_norms, fit_decay, profile, uni_norms
 from bilm.lab_cli import bench, gradients
@@ -206,3 +207,21 @@ def test_gradients_report_puts_trained_and_untrained_models_and_the_benchmarks_i
     assert "## Vanishing gradients" in text and "| rnn-sigmoid (default) | init |" in text
     figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
     assert figures == {f"gradients_{n}.png" for n in ("decay", "half_lives", "far_near", "bench", "input_gradients")}
+
+
+def test_evaluate_report_takes_the_gradient_section_from_a_gradients_folder(trained, data_dir, tmp_path):
+    lab = tmp_path / "lab"
+    args = [str(trained["uni"]), "--lengths", "4,8", "--sentences", "5", "--data-dir", str(data_dir), "--out", str(lab)]
+    assert CliRunner().invoke(gradients, args).exit_code == 0
+    out = tmp_path / "report"
+    args = ["--uni", str(trained["uni"]), "--bi", str(trained["bi"]), "--data-dir", str(data_dir), "--device", "cpu"]
+    args += ["--rescore-sample", "0", "--bootstrap", "10", "--max-sentences", "20", "--out", str(out)]
+    result = CliRunner().invoke(evaluate_command, [*args, "--gradients", str(lab)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["sections"]) == ["lm", "fill", "curves", "gradients"]
+    assert report["sections"]["gradients"]["entries"] == json.loads((lab / "gradients.json").read_text())["entries"]
+    assert (out / "figures" / "gradients_decay.png").is_file()
+
+    result = CliRunner().invoke(evaluate_command, [*args, "--gradients", str(tmp_path)])
+    assert result.exit_code != 0 and "not a bilm gradients result" in str(result.exception)

@@ -109,10 +109,11 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Also validate every N steps.")
 @click.option(
     "--schedule",
-    type=click.Choice(["plateau", "cosine"]),
+    type=click.Choice(["plateau", "warmdown", "cosine"]),
     default="plateau",
     show_default=True,
-    help="plateau: lr x0.25 when validation stalls; cosine: anneal to 0 over the budget (steps, minutes or epochs).",
+    help="plateau: lr x0.25 when validation stalls; warmdown: plateau, then linearly to 0 over the last 30% of "
+    "the budget (steps, minutes or epochs); cosine: anneal to 0 over the budget.",
 )
 @click.option(
     "--precision",

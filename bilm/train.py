@@ -49,7 +49,8 @@ class TrainConfig:
     max_minutes: float | None = None
     lr_decay: float = 0.25  # multiply the learning rate by this when validation stops improving
     plateau_patience: int = 0
-    schedule: str = "plateau"  # plateau: x lr_decay on a stalled validation | cosine: anneal to 0 over the budget
+    schedule: str = "plateau"  # plateau | warmdown | cosine (Trainer.anneal)
+    warmdown: float = 0.3  # share of the budget over which "warmdown" takes the learning rate linearly to 0
     precision: str = "fp32"  # fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never
     eval_every: int = 0  # also validate every N steps; 0 = once per epoch
@@ -110,7 +111,9 @@ class Trainer:
         self.metrics_file = metrics_file
         params = [p for p in model.parameters() if p.requires_grad]
         if cfg.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            # The fused kernel updates all tensors at once: +10 % tokens/s on CPU (docs/performance.md).
+            fused = device.type in ("cpu", "cuda")
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         elif cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:
@@ -118,8 +121,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=cfg.lr_decay, patience=cfg.plateau_patience
         )
-        if cfg.schedule not in ("plateau", "cosine"):
-            raise BilmError(f"unknown schedule {cfg.schedule!r}; choose plateau or cosine")
+        if cfg.schedule not in ("plateau", "warmdown", "cosine"):
+            raise BilmError(f"unknown schedule {cfg.schedule!r}; choose plateau, warmdown or cosine")
         if cfg.precision not in ("fp32", "bf16"):
             raise BilmError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
         self.loss_fn, self.monitors = instrument(model, cfg)  # model.loss, or a remedy wrapping it
@@ -231,8 +234,7 @@ class Trainer:
         if self.cfg.clip_value:
             nn.utils.clip_grad_value_(params, self.cfg.clip_value)
         norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
-        if self.cfg.schedule == "cosine":
-            self.anneal()
+        self.anneal()
         self.optimizer.step()
         self.state = detach(state)
         self.step += 1
@@ -259,7 +261,7 @@ class Trainer:
         )
         stop = False
         if schedule:
-            if self.cfg.schedule == "plateau":
+            if self.cfg.schedule == "plateau" or (self.cfg.schedule == "warmdown" and not self.warming_down):
                 self.scheduler.step(result["loss"])
             self.bad_evals = 0 if improved else self.bad_evals + 1
             stop = bool(self.cfg.early_stop and self.bad_evals >= self.cfg.early_stop)
@@ -285,9 +287,25 @@ class Trainer:
             spent.append(self.elapsed / (cfg.max_minutes * 60))
         return min(max(spent), 1.0)
 
+    @property
+    def warming_down(self) -> bool:
+        return self.progress >= 1 - self.cfg.warmdown
+
     def anneal(self) -> None:
-        """Cosine schedule: lr = lr0 (1 + cos(pi progress)) / 2, from lr0 down to 0 at the end of the budget."""
-        lr = self.cfg.lr * 0.5 * (1 + math.cos(math.pi * self.progress))
+        """Set the learning rate for the next step; validation drives the plateau part.
+
+        plateau   lr x lr_decay whenever validation stops improving (the example's rule)
+        warmdown  plateau, until the last `warmdown` share of the budget; then linearly from
+                  the plateau's last rate to 0 (most of a short run's gain comes in this tail)
+        cosine    lr0 (1 + cos(pi progress)) / 2 over the whole budget
+        """
+        cfg = self.cfg
+        if cfg.schedule == "cosine":
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * self.progress))
+        elif cfg.schedule == "warmdown" and self.warming_down:
+            lr = self.scheduler.get_last_lr()[0] * (1 - self.progress) / max(cfg.warmdown, 1e-9)
+        else:
+            return
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 

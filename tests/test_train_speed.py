@@ -1,4 +1,4 @@
-"""The speed and per-minute options of the trainer: cosine schedule and bf16 autocast."""
+"""The speed and per-minute options of the trainer: warmdown and cosine schedules, bf16 autocast."""
 
 import json
 import math
@@ -24,6 +24,22 @@ def test_cosine_schedule_anneals_to_zero_over_max_steps(corpus, data_dir, tmp_pa
     lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
     # step s (1-based) ran with progress (s - 1) / 20
     assert lrs == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(20)])
+
+
+def test_warmdown_holds_the_rate_then_takes_it_linearly_to_zero_over_the_last_30_percent(corpus, data_dir, tmp_path):
+    cfg = tiny_train(max_steps=20, log_every=1, lr=1e-2, schedule="warmdown", plateau_patience=10**9)
+    train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
+    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    assert lrs == pytest.approx([1e-2 if s < 14 else 1e-2 * (1 - s / 20) / 0.3 for s in range(20)])
+
+
+def test_warmdown_starts_from_the_rate_the_plateau_rule_left(corpus, data_dir, tmp_path):
+    cfg = tiny_train(max_steps=40, log_every=1, eval_every=2, lr=1e-2, schedule="warmdown", lr_decay=0.5)
+    train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
+    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    held = lrs[27]  # step 28 is the first of the warmdown (progress 0.7)
+    assert held < 1e-2  # validation stalled at some point in 28 steps of lr 1e-2 on a tiny corpus
+    assert lrs[28:] == pytest.approx([held * (1 - s / 40) / 0.3 for s in range(28, 40)])
 
 
 def test_cosine_progress_follows_the_wall_clock_under_max_minutes(corpus, data_dir, tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from bilm.data import DataConfig, SentenceBatches, StreamBatches, prepare
+from bilm.data import DataConfig, SentenceBatches, StreamBatches, prepare, split_spans
 
 
 def test_second_prepare_reads_the_cache_without_tokenizing(corpus, tmp_path):
@@ -47,3 +47,9 @@ def test_sentence_batches_are_padded_and_reproducible_per_epoch():
     n = int(first.lengths[0])
     assert row[0] == 2 and row[n + 1] == 3 and (row[n + 2 :] == 0).all()
     assert not all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, list(make()(epoch=2)), strict=False))
+
+
+def test_long_sentences_are_cut_into_pieces_of_at_most_max_len_and_empty_ones_vanish():
+    spans = np.array([[0, 3], [3, 3], [3, 20], [20, 28]])
+    pieces = split_spans(spans, max_len=8)
+    assert pieces.tolist() == [[0, 3], [3, 11], [11, 19], [19, 20], [20, 28]]

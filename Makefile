@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/corpora),)
 export BILM_CORPUS_DIR ?= $(abspath ../shared/corpora)
 endif
 
-LAB_CELLS ?= rnn-sigmoid,rnn-tanh,irnn,gru,lstm,esn
+LAB_CELLS ?= rnn-sigmoid,rnn-tanh,rnn-relu,irnn,gru,lstm,esn
 BENCH_DIRS := $(foreach d,reports/adding reports/clipping,$(if $(wildcard $(d)/adding.json),--bench $(d)))
 
 .PHONY: setup demo report lab test lint clean

@@ -110,7 +110,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option(
     "--schedule",
     type=click.Choice(["plateau", "warmdown", "cosine"]),
-    default="plateau",
+    default="warmdown",
     show_default=True,
     help="plateau: lr x0.25 when validation stalls; warmdown: plateau, then linearly to 0 over the last 30% of "
     "the budget (steps, minutes or epochs); cosine: anneal to 0 over the budget.",

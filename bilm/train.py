@@ -49,7 +49,7 @@ class TrainConfig:
     max_minutes: float | None = None
     lr_decay: float = 0.25  # multiply the learning rate by this when validation stops improving
     plateau_patience: int = 0
-    schedule: str = "plateau"  # plateau | warmdown | cosine (Trainer.anneal)
+    schedule: str = "warmdown"  # plateau | warmdown | cosine (Trainer.anneal); docs/performance.md
     warmdown: float = 0.3  # share of the budget over which "warmdown" takes the learning rate linearly to 0
     precision: str = "fp32"  # fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never

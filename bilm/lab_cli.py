@@ -24,11 +24,15 @@ from .cells import CELLS, INITS
 from .errors import BilmError
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _numbers(text: str, what: str, kind=float, noun: str = "numbers") -> list:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        return [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise BilmError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
+        raise BilmError(f"{what} must be comma-separated {noun}, got {text!r}") from None
+
+
+def _ints(text: str, what: str) -> list[int]:
+    values = _numbers(text, what, int, "whole numbers")
     if not values or min(values) < 1:
         raise BilmError(f"{what} must be positive whole numbers, got {text!r}")
     return values
@@ -268,18 +272,13 @@ def bench():
     """Classic long-range tasks: the adding problem and the copy task."""
 
 
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise BilmError(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
 def _learning_rates(text: str, cells: list[str]) -> dict[str, float]:
     """`3e-3` for every cell, or `lstm=3e-3,irnn=1e-4` (cells not named keep the default 1e-3)."""
     if "=" not in text:
-        (lr,) = _floats(text, "--lr") or [None]
-        return dict.fromkeys(cells, lr)
+        rates = _numbers(text, "--lr")
+        if len(rates) != 1:
+            raise BilmError(f"--lr takes one rate, or NAME=RATE per cell (lstm=1e-3,irnn=1e-4), got {text!r}")
+        return dict.fromkeys(cells, rates[0])
     named = _options(tuple(text.split(",")))
     unknown = set(named) - set(cells)
     if unknown:
@@ -333,7 +332,7 @@ def _bench_command(task: str, default_lengths: str, default_steps: int):
 
         if threads:
             torch.set_num_threads(threads)
-        names, clips = _cells(cells), _floats(clip, "--clip")
+        names, clips = _cells(cells), _numbers(clip, "--clip")
         rates = _learning_rates(lr, names)
         settings = dict(
             steps=steps,
@@ -376,10 +375,8 @@ def _bench_command(task: str, default_lengths: str, default_steps: int):
         if out is not None:
             from .lab_plots import bench_losses, input_gradients, save
             from .report import read_metrics
-            from .synthetic import ADDING_SOLVED_MSE
 
-            solved_line = ADDING_SOLVED_MSE if task == "adding" else 0.0
-            click.echo(f"wrote {save(bench_losses(results, solved_line), out / f'{task}.png')}")
+            click.echo(f"wrote {save(bench_losses(results), out / f'{task}.png')}")
             records = {name: read_metrics(path) for name, path in runs.items()}
             click.echo(f"wrote {save(input_gradients(records), out / 'input_gradients.png')}")
 

@@ -66,7 +66,7 @@ class PreparedData:
         return np.memmap(self.path / f"{split}.ids", dtype=self.meta["dtype"], mode="r", shape=(n,))
 
     def spans(self, split: str) -> np.ndarray:
-        return np.load(self.path / f"{split}.spans.npy", allow_pickle=False)
+        return np.load(self.path / f"{split}.spans.npy", mmap_mode="r", allow_pickle=False)
 
     def sentences(self, split: str) -> Iterator[list[int]]:
         """Each sentence of `split` as a list of ids (no <bos>/<eos>)."""
@@ -177,39 +177,54 @@ class StreamBatches:
 class SentenceBatches:
     """Padded batches of whole sentences, `<bos> w1..wn <eos> <pad>...` (B, n_max + 2).
 
-    Sentences longer than `max_len` are cut into pieces. With `shuffle`, each epoch draws
-    its order from (seed, epoch) alone, so a resumed run sees the same batches; similar
-    lengths are batched together to waste little on padding.
+    Sentences longer than `max_len` are cut into pieces. Memory does not grow with the corpus:
+    the sentence spans stay memory-mapped and are read a chunk at a time.
+
+        spans (memory-mapped):  | c0 | c1 | c2 | c3 | c4 | c5 | ...   chunks of `chunk` sentences
+        epoch order:            c4 c1 c5 | c0 c3 c2 | ...            `pool` chunks mixed per pool
+        each pool:              cut into pieces, shuffled, sorted by length (little padding),
+                                cut into batches of B, batches shuffled and yielded
+
+    Pieces left over from a pool's last batch go into the next pool, so one batch per epoch at
+    most is short. With `shuffle`, each epoch's order comes from (seed, epoch) alone, so a
+    resumed run sees the same batches; without it, chunks and batches keep corpus order.
     """
 
-    def __init__(self, ids, spans, batch_size, max_len, bos, eos, pad, shuffle=True, seed=0):
-        self.ids, self.batch_size, self.shuffle, self.seed = ids, batch_size, shuffle, seed
+    def __init__(self, ids, spans, batch_size, max_len, bos, eos, pad, shuffle=True, seed=0, chunk=4096, pool=8):
+        """`chunk`: sentences read from the spans at a time; `pool`: chunks shuffled together."""
+        self.ids, self.batch_size, self.max_len, self.shuffle, self.seed = ids, batch_size, max_len, shuffle, seed
+        self.chunk_size, self.pool_chunks = chunk, pool
         self.bos, self.eos, self.pad = bos, eos, pad
-        self.spans = split_spans(np.asarray(spans, dtype=np.int64).reshape(-1, 2), max_len)
-        if len(self.spans) == 0:
+        self.spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        self.chunks = -(-len(self.spans) // chunk)
+        self.pieces = sum(len(self._pieces(c)) for c in range(self.chunks))
+        if self.pieces == 0:
             raise BilmError("no sentences to batch")
 
     def __len__(self) -> int:
-        return -(-len(self.spans) // self.batch_size)
+        return -(-self.pieces // self.batch_size)
 
-    def _order(self, epoch: int) -> list[np.ndarray]:
-        lengths = self.spans[:, 1] - self.spans[:, 0]
-        if not self.shuffle:
-            order = np.argsort(lengths, kind="stable")
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+    def _pieces(self, c: int) -> np.ndarray:
+        size = self.chunk_size
+        return split_spans(np.asarray(self.spans[c * size : (c + 1) * size]), self.max_len)
+
+    def _order(self, epoch: int) -> Iterator[np.ndarray]:
+        """The epoch's batches as (B, 2) arrays of piece spans."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(len(self.spans), generator=g).numpy()
-        pool = self.batch_size * 50
-        batches = []
-        for i in range(0, len(perm), pool):
-            group = perm[i : i + pool]
-            group = group[np.argsort(lengths[group], kind="stable")]
-            batches += [group[j : j + self.batch_size] for j in range(0, len(group), self.batch_size)]
-        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        shuffled = lambda n: torch.randperm(n, generator=g).numpy() if self.shuffle else np.arange(n)  # noqa: E731
+        chunks, carry, B = shuffled(self.chunks), np.zeros((0, 2), np.int64), self.batch_size
+        for i in range(0, self.chunks, self.pool_chunks):
+            pool = np.concatenate([carry, *(self._pieces(c) for c in chunks[i : i + self.pool_chunks])])
+            pool = pool[shuffled(len(pool))]
+            pool = pool[np.argsort(pool[:, 1] - pool[:, 0], kind="stable")]
+            full = len(pool) if i + self.pool_chunks >= self.chunks else len(pool) // B * B
+            batches, carry = [pool[j : j + B] for j in range(0, full, B)], pool[full:]
+            yield from (batches[k] for k in shuffled(len(batches)))
 
     def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        for index in self._order(epoch)[start:]:
-            yield self.collate([self.ids[a:b] for a, b in self.spans[index]])
+        for index, pieces in enumerate(self._order(epoch)):
+            if index >= start:
+                yield self.collate([self.ids[a:b] for a, b in pieces])
 
     def collate(self, sentences: list) -> Batch:
         return pad_sentences(sentences, self.bos, self.eos, self.pad)

@@ -49,6 +49,21 @@ def test_sentence_batches_are_padded_and_reproducible_per_epoch():
     assert not all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, list(make()(epoch=2)), strict=False))
 
 
+def test_chunked_shuffle_yields_every_piece_once_in_full_batches_and_resumes_mid_epoch():
+    """Pools of memory-mapped chunks (tiny chunks here) must still cover the epoch exactly once."""
+    rng = np.random.default_rng(0)
+    ends = np.cumsum(rng.integers(1, 20, size=101))
+    spans = np.stack([np.r_[0, ends[:-1]], ends], 1)
+    batches = SentenceBatches(np.arange(ends[-1]), spans, 4, 8, bos=2, eos=3, pad=0, seed=1, chunk=7, pool=3)
+    order = list(batches._order(epoch=0))
+    pieces = np.concatenate(order)
+    assert len(order) == len(batches) and sum(len(b) < 4 for b in order) <= 1
+    assert sorted(map(tuple, pieces.tolist())) == sorted(map(tuple, split_spans(spans, 8).tolist()))
+    assert not np.array_equal(pieces, split_spans(spans, 8))  # shuffled, not corpus order
+    resumed = list(batches(epoch=0, start=5))
+    assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(resumed, list(batches(epoch=0))[5:], strict=True))
+
+
 def test_long_sentences_are_cut_into_pieces_of_at_most_max_len_and_empty_ones_vanish():
     spans = np.array([[0, 3], [3, 3], [3, 20], [20, 28]])
     pieces = split_spans(spans, max_len=8)

@@ -91,6 +91,12 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--hidden", type=int, default=200, show_default=True)
 @click.option("--emb", type=int, default=200, show_default=True)
 @click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option(
+    "--locked-dropout/--per-step-dropout",
+    default=True,
+    show_default=True,
+    help="Embedding and output dropout: one mask per sequence, or a fresh mask at every step.",
+)
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -138,6 +144,7 @@ def train(
     hidden,
     emb,
     dropout,
+    locked_dropout,
     tie,
     output,
     optimizer,
@@ -180,6 +187,7 @@ def train(
         hidden_size=hidden,
         layers=layers,
         dropout=dropout,
+        locked_dropout=locked_dropout,
         tie_weights=tie,
         output=output,
     )

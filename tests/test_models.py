@@ -4,7 +4,7 @@ import torch
 from bilm.checkpoint import load_checkpoint, save_checkpoint
 from bilm.data import pad_sentences
 from bilm.errors import BilmError
-from bilm.models import Batch, ModelConfig, build_model
+from bilm.models import Batch, LockedDropout, ModelConfig, build_model
 from bilm.tokenizer import Tokenizer
 
 V = 40
@@ -79,6 +79,14 @@ def test_uni_loss_is_mean_negative_log_likelihood():
     h, _ = model(ids[:, :-1])
     logp = model.log_prob(h.reshape(-1, 12)).gather(1, ids[:, 1:].reshape(-1, 1))
     assert torch.allclose(loss, -logp.mean(), atol=1e-6)
+
+
+def test_locked_dropout_drops_the_same_units_at_every_step_and_nothing_in_eval():
+    drop, x = LockedDropout(0.5), torch.ones(8, 30, 16)
+    y = drop(x)
+    assert torch.equal(y, y[:, :1].expand_as(y))  # one mask per sequence, shared over time
+    assert set(y.unique().tolist()) == {0.0, 2.0} and not torch.equal(y[0], y[1])  # rescaled; rows differ
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):

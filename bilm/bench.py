@@ -27,7 +27,16 @@ from .train import TrainConfig, Trainer, _task, _Window
 
 def baseline_configs(kind: str = "uni") -> tuple[ModelConfig, TrainConfig]:
     """The PyTorch example's model and training settings (`--tied --dropout 0.2 --lr 20`)."""
-    model = ModelConfig(kind=kind, emb_size=200, hidden_size=200, layers=2, dropout=0.2, output="full")
+    model = ModelConfig(
+        kind=kind,
+        emb_size=200,
+        hidden_size=200,
+        layers=2,
+        dropout=0.2,
+        locked_dropout=False,
+        output="full",
+        unigram_bias=False,
+    )
     train = TrainConfig(optimizer="sgd", lr=20.0, batch_size=20, bptt=35, clip=0.25, schedule="plateau")
     return model, train
 

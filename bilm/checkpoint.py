@@ -119,7 +119,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     config = read_config(path)
     tokenizer = Tokenizer.load(path / "tokenizer.json")
     try:
-        cfg = ModelConfig(**config["model"])
+        cfg = ModelConfig.from_dict(config["model"])
     except (KeyError, TypeError) as e:
         raise BilmError(f"checkpoint {path}: config.json has no valid model section ({e})") from None
     if cfg.vocab_size != len(tokenizer):

@@ -97,6 +97,11 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     show_default=True,
     help="Embedding and output dropout: one mask per sequence, or a fresh mask at every step.",
 )
+@click.option(
+    "--unigram-bias/--no-unigram-bias",
+    default=None,
+    help="Start the output bias at the word frequencies [default: uni yes, bi no].",
+)
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -145,6 +150,7 @@ def train(
     emb,
     dropout,
     locked_dropout,
+    unigram_bias,
     tie,
     output,
     optimizer,
@@ -188,6 +194,7 @@ def train(
         layers=layers,
         dropout=dropout,
         locked_dropout=locked_dropout,
+        unigram_bias=unigram_bias,
         tie_weights=tie,
         output=output,
     )

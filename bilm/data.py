@@ -254,5 +254,13 @@ def pad_sentences(sentences: list, bos: int, eos: int, pad: int) -> Batch:
     return Batch(torch.from_numpy(out), lengths=torch.tensor(lengths))
 
 
+def unigram_counts(ids: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> torch.Tensor:
+    """How often each id occurs (V,), counted a chunk at a time: `ids` may be a 100 M-token memmap."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for i in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[i : i + chunk], dtype=np.int64), minlength=vocab_size)
+    return torch.from_numpy(counts)
+
+
 def _long(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))

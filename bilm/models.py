@@ -45,14 +45,27 @@ class ModelConfig:
     tie_weights: bool = True  # only with the full softmax
     output: str = "adaptive"  # adaptive | full
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
+    # The output bias starts at the train split's word frequencies (the adaptive head gets a bias for it).
+    # None: uni only. It cut uni's WikiText-2 valid ppl after one epoch from 305 to 201, but held the
+    # bi model of the tests' animal corpus on a plateau (docs/performance.md).
+    unigram_bias: bool | None = None
     pad_id: int = 0
     unk_id: int = 1
     bos_id: int = 2
     eos_id: int = 3
     blank_id: int = 4
 
+    def __post_init__(self):
+        if self.unigram_bias is None:
+            self.unigram_bias = self.kind == "uni"
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Read a saved config; checkpoints from before `unigram_bias` existed had no adaptive head bias."""
+        return cls(**{"unigram_bias": False, **d})
 
 
 @dataclass
@@ -111,6 +124,9 @@ class FullSoftmax(nn.Module):
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return -F.cross_entropy(self.decoder(h), targets, reduction="none")
 
+    def set_bias(self, logp: torch.Tensor) -> None:
+        self.decoder.bias.copy_(logp)
+
 
 class AdaptiveSoftmax(nn.Module):
     """Grave et al. 2017: frequent words in a small head, rare ones in cheaper clusters.
@@ -119,10 +135,10 @@ class AdaptiveSoftmax(nn.Module):
     it needs a frequency-sorted vocabulary, which our tokenizer guarantees.
     """
 
-    def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int]):
+    def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int], head_bias: bool = False):
         super().__init__()
         self.asm = nn.AdaptiveLogSoftmaxWithLoss(
-            in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0
+            in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0, head_bias=head_bias
         )
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
@@ -130,6 +146,12 @@ class AdaptiveSoftmax(nn.Module):
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.asm(h, targets).output
+
+    def set_bias(self, logp: torch.Tensor) -> None:
+        """Head words get their own log p; each cluster the log of its words' total p (tails have no bias)."""
+        short, edges = self.asm.shortlist_size, self.asm.cutoffs
+        clusters = [logp[lo:hi].logsumexp(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        self.asm.head.bias.copy_(torch.cat([logp[:short], torch.stack(clusters)]))
 
 
 def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
@@ -144,7 +166,7 @@ def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
 def make_output(cfg: ModelConfig, in_features: int) -> nn.Module:
     cutoffs = adaptive_cutoffs(cfg)
     if cutoffs:
-        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs)
+        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.unigram_bias)
     return FullSoftmax(in_features, cfg.vocab_size)
 
 
@@ -163,6 +185,15 @@ class LanguageModel(nn.Module):
         self.output = make_output(cfg, cfg.emb_size if self.tied else features)
         if self.tied:
             self.output.decoder.weight = self.embedding.weight
+
+    @torch.no_grad()
+    def start_at_unigram(self, counts: torch.Tensor) -> None:
+        """Set the output bias to log word frequencies (add-one), so training starts from the unigram model.
+
+        Otherwise the first few hundred steps only learn the frequencies (loss stuck near 7 on WikiText-2).
+        """
+        counts = counts.double() + 1
+        self.output.set_bias((counts / counts.sum()).log().float())
 
     def recurrent_stack(self) -> nn.Module:
         c = self.cfg

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import load_trainer_state, read_config, save_checkpoint
-from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare
+from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare, unigram_counts
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
 from .models import Batch, ModelConfig, build_model
@@ -380,7 +380,7 @@ def train(
     if resume:
         config = read_config(out / "last")
         data_cfg = DataConfig(**config["data"])
-        model_cfg = ModelConfig(**config["model"])
+        model_cfg = ModelConfig.from_dict(config["model"])
         train_cfg = TrainConfig(**config["train"])
         corpus_dir = corpus_dir or config.get("corpus_dir")
     else:
@@ -402,6 +402,8 @@ def train(
     model_cfg.eos_id, model_cfg.blank_id = tok.eos_id, tok.blank_id
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
+    if model_cfg.unigram_bias and not resume:
+        model.start_at_unigram(unigram_counts(data.stream("train"), len(tok)))
     batches, evaluate = _task(model_cfg.kind, data, train_cfg, device)
     out.mkdir(parents=True, exist_ok=True)
     config = dict(

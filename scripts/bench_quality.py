@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -24,10 +25,10 @@ import click
 
 
 def parse_overrides(spec: str) -> tuple[str, dict]:
-    """`name:key=value,key=value` -> (name, {key: value}); values are read as JSON where they parse."""
+    """`name:key=value,key=[1,2]` -> (name, {key: value}); values are read as JSON where they parse."""
     name, _, rest = spec.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", rest)):  # commas inside [...] belong to a list
         key, _, value = item.partition("=")
         try:
             overrides[key] = json.loads(value)

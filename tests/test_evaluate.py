@@ -162,7 +162,7 @@ def pair_runs(tmp_path_factory):
     for split, n in (("train", 3000), ("valid", 60), ("test", 150)):
         (corpus / f"{split}.txt").write_text("\n\n".join(synthetic_sentences(n, rng)) + "\n")
     runs = {}
-    for kind, steps, batch in (("uni", 200, 16), ("bi", 300, 32)):
+    for kind, steps, batch in (("uni", 300, 16), ("bi", 300, 32)):
         model = ModelConfig(kind=kind, emb_size=16, hidden_size=32, layers=1, dropout=0.0, output="full")
         cfg = TrainConfig(lr=2e-2, batch_size=batch, bptt=10, max_steps=steps, early_stop=0, log_every=50, device="cpu")
         runs[kind] = root / kind

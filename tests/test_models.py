@@ -81,6 +81,22 @@ def test_uni_loss_is_mean_negative_log_likelihood():
     assert torch.allclose(loss, -logp.mean(), atol=1e-6)
 
 
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_untrained_model_starts_at_the_unigram_distribution(output):
+    cfg = _cfg("uni", vocab_size=60, emb_size=12, output=output, cutoffs=[10, 30])  # no tying projection
+    model = build_model(cfg).eval()
+    counts = torch.randint(0, 1000, (60,))
+    model.start_at_unigram(counts)
+    logp = model.log_prob(torch.zeros(1, cfg.hidden_size))[0]  # zero features: the bias alone speaks
+    unigram = (counts + 1.0) / (counts + 1.0).sum()
+    if output == "full":
+        assert torch.allclose(logp.exp(), unigram, atol=1e-6)
+    else:  # head words exactly; each cluster its total mass, spread evenly (tails have no bias)
+        assert torch.allclose(logp[:10].exp(), unigram[:10], atol=1e-6)
+        assert torch.allclose(logp[10:30].exp().sum(), unigram[10:30].sum(), atol=1e-6)
+        assert torch.allclose(logp[10:30], logp[10:30].mean().expand(20), atol=1e-5)
+
+
 def test_locked_dropout_drops_the_same_units_at_every_step_and_nothing_in_eval():
     drop, x = LockedDropout(0.5), torch.ones(8, 30, 16)
     y = drop(x)

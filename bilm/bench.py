@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .data import PreparedData
-from .models import Batch, ModelConfig, adaptive_cutoffs, build_model
-from .train import TrainConfig, Trainer, _task, _Window
+from .models import Batch, ModelConfig, adaptive_cutoffs
+from .train import TrainConfig, Trainer, _task, _Window, model_for
 
 
 def baseline_configs(kind: str = "uni") -> tuple[ModelConfig, TrainConfig]:
@@ -133,19 +133,9 @@ class StepBench:
         fused_adamw: bool | None = None,
     ):
         """`fused_adamw`: True / False swaps in AdamW as one fused kernel / a loop over parameters; None keeps it."""
-        tok = data.tokenizer
-        self.model_cfg = replace(
-            model_cfg,
-            vocab_size=len(tok),
-            pad_id=tok.pad_id,
-            unk_id=tok.unk_id,
-            bos_id=tok.bos_id,
-            eos_id=tok.eos_id,
-            blank_id=tok.blank_id,
-        )
         self.train_cfg, self.threads = replace(train_cfg, device="cpu", log_every=0, eval_every=0), threads
         torch.manual_seed(self.train_cfg.seed)
-        model = build_model(self.model_cfg)
+        self.model_cfg, model = model_for(data, model_cfg)
         batches, self.evaluate = _task(self.model_cfg.kind, data, self.train_cfg, torch.device("cpu"))
         self.trainer = Trainer(model, self.train_cfg, batches, len(batches), self.evaluate, torch.device("cpu"))
         self.trainer._clock = time.perf_counter()  # set by Trainer.fit, which the benchmark bypasses

@@ -90,7 +90,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--layers", type=int, default=2, show_default=True)
 @click.option("--hidden", type=int, default=200, show_default=True)
 @click.option("--emb", type=int, default=200, show_default=True)
-@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--dropout", type=float, default=0.1, show_default=True)
 @click.option(
     "--locked-dropout/--per-step-dropout",
     default=True,

@@ -40,7 +40,7 @@ class ModelConfig:
     emb_size: int = 200
     hidden_size: int = 200
     layers: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.1
     locked_dropout: bool = True  # one dropout mask per sequence for embeddings and outputs (LockedDropout)
     tie_weights: bool = True  # only with the full softmax
     output: str = "adaptive"  # adaptive | full

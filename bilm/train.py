@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from .checkpoint import load_trainer_state, read_config, save_checkpoint
 from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare, unigram_counts
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
-from .models import Batch, ModelConfig, build_model
+from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 
 
@@ -397,13 +397,8 @@ def train(
     device = resolve_device(train_cfg.device)
     data = prepare(data_cfg, corpus_dir, data_dir, log=log)
     tok = data.tokenizer
-    model_cfg.vocab_size = len(tok)
-    model_cfg.pad_id, model_cfg.unk_id, model_cfg.bos_id = tok.pad_id, tok.unk_id, tok.bos_id
-    model_cfg.eos_id, model_cfg.blank_id = tok.eos_id, tok.blank_id
     torch.manual_seed(train_cfg.seed)
-    model = build_model(model_cfg)
-    if model_cfg.unigram_bias and not resume:
-        model.start_at_unigram(unigram_counts(data.stream("train"), len(tok)))
+    model_cfg, model = model_for(data, model_cfg, fresh=not resume)
     batches, evaluate = _task(model_cfg.kind, data, train_cfg, device)
     out.mkdir(parents=True, exist_ok=True)
     config = dict(
@@ -432,6 +427,21 @@ def train(
         f"{n_params:,} parameters, vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
     )
     return trainer.fit()
+
+
+def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple[ModelConfig, LanguageModel]:
+    """The model for a prepared corpus: vocabulary and special ids from its tokenizer.
+
+    A fresh model with `unigram_bias` starts from the train split's word frequencies; one about
+    to be resumed gets its weights from the checkpoint instead.
+    """
+    tok = data.tokenizer
+    ids = dict(pad_id=tok.pad_id, unk_id=tok.unk_id, bos_id=tok.bos_id, eos_id=tok.eos_id, blank_id=tok.blank_id)
+    cfg = replace(cfg, vocab_size=len(tok), **ids)
+    model = build_model(cfg)
+    if fresh and cfg.unigram_bias:
+        model.start_at_unigram(unigram_counts(data.stream("train"), len(tok)))
+    return cfg, model
 
 
 def _task(kind: str, data: PreparedData, cfg: TrainConfig, device) -> tuple:

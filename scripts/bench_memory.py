@@ -1,6 +1,7 @@
 """Memory: `prepare` of a 100 M-token corpus, and training memory against corpus size.
 
     python scripts/bench_memory.py --work /tmp/bilm-big          # 100 M tokens, ~0.5 GB of text
+    python scripts/bench_memory.py --work /tmp/bilm-big --no-prepare   # training only, reusing WORK
 
 The big corpus is WikiText-2's train split repeated, each copy in a new (seeded) line order,
 with WikiText-2's own valid and test splits, written as `WORK/wikitext-2/` so that it is read
@@ -55,7 +56,22 @@ def child(task: str, corpus_dir: str | None, data_dir: str | None, seconds: floa
         result = dict(
             steps=bench.trainer.step, tokens_per_s=round(tokens_per_s), train_tokens=len(data.stream("train"))
         )
-    return dict(task=task, seconds=round(time.perf_counter() - start, 1), peak_rss_mb=round(peak_rss_mb()), **result)
+    seconds = round(time.perf_counter() - start, 1)
+    return dict(task=task, seconds=seconds, peak_rss_mb=round(peak_rss_mb()), **resident_now(), **result)
+
+
+def resident_now() -> dict:
+    """This process's resident memory now, split into anonymous (its own allocations) and file-backed pages.
+
+    File pages of the memory-mapped corpus count in the peak RSS but are page cache the kernel can
+    drop; the anonymous part is what training itself holds. Linux only (empty elsewhere).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines()) if k.startswith("Rss")}
+    return dict(anon_mb=round(kb.get("RssAnon", 0) / 1024), file_mb=round(kb.get("RssFile", 0) / 1024))
 
 
 def measure(task: str, corpus_dir: Path | None, data_dir: Path | None, seconds: float) -> dict:
@@ -73,10 +89,11 @@ def measure(task: str, corpus_dir: Path | None, data_dir: Path | None, seconds: 
 @click.option("--tokens", type=int, default=100_000_000, show_default=True, help="Size of the big train split.")
 @click.option("--seconds", type=float, default=20, show_default=True, help="Training time per memory run.")
 @click.option("--source", envvar="BILM_CORPUS_DIR", default="../shared/corpora", show_default=True)
+@click.option("--prepare/--no-prepare", default=True, show_default=True, help="Measure prepare (else: reuse WORK).")
 @click.option("--child", "task", hidden=True)
 @click.option("--corpus-dir", hidden=True)
 @click.option("--data-dir", hidden=True)
-def main(work, tokens, seconds, source, task, corpus_dir, data_dir):
+def main(work, tokens, seconds, source, prepare, task, corpus_dir, data_dir):
     if task:
         click.echo(json.dumps(child(task, corpus_dir, data_dir, seconds)))
         return
@@ -86,16 +103,16 @@ def main(work, tokens, seconds, source, task, corpus_dir, data_dir):
         start = time.perf_counter()
         n = make_big_corpus(Path(source) / "wikitext-2", big_dir / "wikitext-2", tokens)
         click.echo(f"wrote {n:,} train tokens to {big_dir / 'wikitext-2'} in {time.perf_counter() - start:.0f} s")
-    rows = [measure("prepare", big_dir, big_data, seconds)]
-    click.echo(
-        f"prepare {rows[0]['train_tokens']:,} train tokens: {rows[0]['seconds']:.0f} s, "
-        f"peak RSS {rows[0]['peak_rss_mb']:,} MiB"
-    )
+    if prepare:
+        r = measure("prepare", big_dir, big_data, seconds)
+        tokens, rss = r["train_tokens"], r["peak_rss_mb"]
+        click.echo(f"prepare {tokens:,} train tokens: {r['seconds']:.0f} s, peak RSS {rss:,} MiB")
     for kind in ("uni", "bi"):
         for corpus, data in ((None, None), (big_dir, big_data)):
             r = measure(f"train-{kind}", corpus, data, seconds)
             click.echo(
-                f"train {kind:<3} on {r['train_tokens']:>11,} train tokens: peak RSS {r['peak_rss_mb']:,} MiB "
+                f"train {kind:<3} on {r['train_tokens']:>11,} train tokens: peak RSS {r['peak_rss_mb']:,} MiB, "
+                f"at the end {r.get('anon_mb', '?')} MiB anonymous + {r.get('file_mb', '?')} MiB file-backed "
                 f"({r['steps']} steps, {r['tokens_per_s']:,} tokens/s, {r['seconds']:.0f} s incl. loading)"
             )
 

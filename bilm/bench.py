@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .data import PreparedData
+from .data import PreparedData, unigram_counts
 from .models import Batch, ModelConfig, adaptive_cutoffs
 from .train import TrainConfig, Trainer, _task, _Window, model_for
 
@@ -68,7 +68,7 @@ def gemm_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float 
 
 def cluster_shares(ids: np.ndarray, cutoffs: list[int], vocab_size: int) -> list[float]:
     """Share of target tokens in each adaptive-softmax tail cluster (the head sees every token)."""
-    counts = np.bincount(np.asarray(ids), minlength=vocab_size)
+    counts = unigram_counts(ids, vocab_size).numpy()
     bounds = [*cutoffs, vocab_size]
     return [float(counts[a:b].sum() / max(counts.sum(), 1)) for a, b in zip(bounds, bounds[1:], strict=False)]
 

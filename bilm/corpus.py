@@ -13,6 +13,12 @@ model and evaluation) is the spans. One pass, nothing held in memory.
     PATH        a folder of .txt files: train/valid/test.txt if present, else split
                 by file (3+ files) or by paragraph; unit = a sentence
     hf:NAME[:CONFIG]  a Hugging Face hub dataset with a `text` column (needs network)
+
+Each corpus has a `style` (textnorm): how its text is tokenized, so that user input can
+be cut the same way; raw text (every corpus but WikiText-2 and PTB) is normalised with
+`textnorm.normalize` (NFKC, ASCII quotes) before it is cut into words. Units come with
+the index of their *document* (a WikiText article, a Gutenberg book, a file) where the
+corpus has documents, so that evaluation can resample whole documents.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import textnorm
 from .errors import BilmError
 
 SPLITS = ("train", "valid", "test")
@@ -40,6 +47,7 @@ _TERMINALS = {".", "!", "?"}
 _CLOSERS = {'"', "'", ")", "’", "”"}
 
 Unit = tuple[list[str], list[tuple[int, int]]]
+DocumentedUnit = tuple[int | None, Unit]  # (document index or None, unit)
 
 
 def default_corpus_dir() -> Path | None:
@@ -91,12 +99,18 @@ class Corpus:
     name: str
     pretokenized = False
     lowercase = False
+    style = "raw"  # textnorm style: how the text is tokenized
+    document_unit: str | None = None  # what one document is ("article", "book"); None: no documents
 
     def files(self) -> list[Path]:
         """Every file read, for the cache key."""
         return []
 
     def units(self, split: str) -> Iterator[Unit]:
+        return (unit for _, unit in self.documented_units(split))
+
+    def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
+        """Each unit with the index of its document in the split (None without documents)."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -122,39 +136,46 @@ class LineCorpus(Corpus):
 
     def __init__(self, name: str, paths: dict[str, Path], hint: str):
         self.name, self.paths = name, paths
+        self.style = textnorm.style_for_corpus(name)
+        self.document_unit = None if name == "ptb" else "article"
         _require_files(name, list(paths.values()), hint)
 
     def files(self) -> list[Path]:
         return list(self.paths.values())
 
-    def units(self, split: str) -> Iterator[Unit]:
+    def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
+        """WikiText: an article starts at a top-level heading ` = Title = ` (sections are ` = = ... = = `)."""
+        doc = -1
         for line in iter_lines(self.paths[split]):
             tokens = line.split()
             if self.name == "ptb":
-                yield tokens, [(0, len(tokens))] if tokens else []
+                yield None, (tokens, [(0, len(tokens))] if tokens else [])
             elif tokens and tokens[0] == "=" and tokens[-1] == "=":
-                yield tokens, []  # a heading: in the stream, not a sentence
+                if len(tokens) > 2 and tokens[1] != "=":
+                    doc += 1
+                yield max(doc, 0), (tokens, [])  # a heading: in the stream, not a sentence
             else:
-                yield tokens, split_sentences(tokens)
+                yield max(doc, 0), (tokens, split_sentences(tokens))
 
 
 class RawTextCorpus(Corpus):
     """Plain prose: paragraphs (blank-line separated) -> words -> sentences, one unit each."""
 
-    def __init__(self, name: str, documents: dict[str, list], lowercase: bool = False):
+    def __init__(self, name: str, documents: dict[str, list], lowercase: bool = False, document_unit: str = "file"):
         self.name, self.documents, self.lowercase = name, documents, lowercase
+        self.document_unit = document_unit
         if not documents["train"]:
             raise BilmError(f"corpus {name!r} has no training text")
 
     def files(self) -> list[Path]:
         return sorted({doc.path for docs in self.documents.values() for doc in docs})
 
-    def units(self, split: str) -> Iterator[Unit]:
-        for doc in self.documents[split]:
+    def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
+        for index, doc in enumerate(self.documents[split]):
             for paragraph in doc.paragraphs():
-                tokens = words(paragraph.replace("_", " "))
+                tokens = words(textnorm.normalize(paragraph).replace("_", " "))
                 for a, b in split_sentences(tokens):
-                    yield tokens[a:b], [(0, b - a)]
+                    yield index, (tokens[a:b], [(0, b - a)])
 
 
 class Document:
@@ -215,7 +236,8 @@ def gutenberg(root: Path) -> RawTextCorpus:
     split = split_by_file(list(books), held_out, held_out) if n >= 3 else None
     if split is None:
         raise BilmError("corpus 'gutenberg' needs at least 3 books to split by book")
-    return RawTextCorpus("gutenberg", {s: [books[p] for p in split[s]] for s in SPLITS}, lowercase=True)
+    documents = {s: [books[p] for p in split[s]] for s in SPLITS}
+    return RawTextCorpus("gutenberg", documents, lowercase=True, document_unit="book")
 
 
 def folder(root: Path) -> RawTextCorpus:
@@ -255,10 +277,10 @@ class HubCorpus(Corpus):
     def fingerprint(self) -> str:
         return hashlib.sha256(self.name.encode()).hexdigest()
 
-    def units(self, split: str) -> Iterator[Unit]:
+    def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
         for row in self.ds[self.split_names[split]]:
-            tokens = words(row["text"])
-            yield tokens, split_sentences(tokens)
+            tokens = words(textnorm.normalize(row["text"]))
+            yield None, (tokens, split_sentences(tokens))
 
 
 def open_corpus(name: str, corpus_dir: str | Path | None = None) -> Corpus:

@@ -6,8 +6,10 @@
     meta.json           settings, counts, dtype
     {split}.ids         the token stream, raw uint16/uint32 (memory-mapped when read)
     {split}.spans.npy   (N, 2) int64 sentence [start, end) offsets into the stream
+    {split}.docs.npy    (N,) int64 document of each sentence (corpora with documents only)
 
-The key hashes the corpus files and the tokenizer settings, so a second `prepare`
+The key hashes the corpus files, the tokenizer settings and the text style with its
+normalisation (textnorm), so a second `prepare`
 or `train` reads the cache and tokenizes nothing. Training reads batches straight
 from the memory map: memory does not grow with the corpus.
 """
@@ -26,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import textnorm
 from .corpus import SPLITS, Corpus, open_corpus
 from .errors import BilmError
 from .models import Batch
 from .tokenizer import Tokenizer
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: text style, NFKC/quote normalisation of raw text, document of each sentence
 CHUNK_UNITS = 20_000  # units encoded per call into the Rust tokenizer
 
 
@@ -56,7 +59,7 @@ class PreparedData:
     def __init__(self, path: Path):
         self.path = path
         self.meta = json.loads((path / "meta.json").read_text())
-        self.tokenizer = Tokenizer.load(path / "tokenizer.json")
+        self.tokenizer = Tokenizer.load(path / "tokenizer.json", self.meta.get("text_style"))
         self.config = DataConfig(**self.meta["config"])
 
     def stream(self, split: str) -> np.ndarray:
@@ -67,6 +70,16 @@ class PreparedData:
 
     def spans(self, split: str) -> np.ndarray:
         return np.load(self.path / f"{split}.spans.npy", mmap_mode="r", allow_pickle=False)
+
+    @property
+    def document_unit(self) -> str | None:
+        """What one document is ("article", "book", "file"), or None when the corpus has none."""
+        return self.meta.get("document_unit")
+
+    def documents(self, split: str) -> np.ndarray | None:
+        """The document index of each sentence of `split` (N,), or None when the corpus has none."""
+        path = self.path / f"{split}.docs.npy"
+        return np.load(path, allow_pickle=False) if path.is_file() else None
 
     def sentences(self, split: str) -> Iterator[list[int]]:
         """Each sentence of `split` as a list of ids (no <bos>/<eos>)."""
@@ -82,6 +95,7 @@ def prepare(
     corpus = open_corpus(cfg.corpus, corpus_dir)
     lowercase = corpus.lowercase if cfg.lowercase is None else cfg.lowercase
     settings = dict(cfg.to_dict(), lowercase=lowercase, version=CACHE_VERSION, source=corpus.fingerprint())
+    settings.update(text_style=corpus.style, normalization=textnorm.NORMALIZATION)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(cfg.corpus).name or "corpus")
     out = Path(data_dir or default_data_dir()) / f"{slug}-{key}"
@@ -97,6 +111,7 @@ def prepare(
             min_freq=cfg.min_freq,
             lowercase=lowercase,
             pretokenized=corpus.pretokenized,
+            style=corpus.style,
         )
         if len(tok) <= 5:
             raise BilmError(f"corpus {cfg.corpus!r}: the train split has no words")
@@ -108,6 +123,7 @@ def prepare(
                 raise BilmError(f"corpus {cfg.corpus!r}: the {split} split has no text")
         meta = dict(config=dict(cfg.to_dict(), lowercase=lowercase), vocab_size=len(tok), dtype=dtype, splits=splits)
         meta.update(key=key, source=corpus.fingerprint(), pretokenized=corpus.pretokenized, version=CACHE_VERSION)
+        meta.update(text_style=corpus.style, normalization=textnorm.NORMALIZATION, document_unit=corpus.document_unit)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(out)
@@ -123,27 +139,34 @@ def _encode_split(corpus: Corpus, split: str, tok: Tokenizer, out: Path, dtype: 
     """Stream one split to `{split}.ids` and `{split}.spans.npy`, a chunk of units at a time."""
     n_tokens = n_unk = 0
     spans: list[tuple[int, int]] = []
+    docs: list[int] = []
     with open(out / f"{split}.ids", "wb") as f:
         chunk: list = []
 
         def flush():
             nonlocal n_tokens, n_unk
-            encoded = tok.encode_batch([tokens for tokens, _ in chunk]) if chunk else []
-            for (_, unit_spans), ids in zip(chunk, encoded, strict=True):
-                spans.extend((n_tokens + a, n_tokens + b) for a, b in unit_spans if b > a)
+            encoded = tok.encode_batch([tokens for _, (tokens, _) in chunk]) if chunk else []
+            for (doc, (_, unit_spans)), ids in zip(chunk, encoded, strict=True):
+                kept = [(n_tokens + a, n_tokens + b) for a, b in unit_spans if b > a]
+                spans.extend(kept)
+                docs.extend([-1 if doc is None else doc] * len(kept))
                 arr = np.asarray(ids + [tok.eos_id], dtype=dtype)
                 n_unk += int((arr == tok.unk_id).sum())
                 n_tokens += arr.size
                 arr.tofile(f)
             chunk.clear()
 
-        for unit in corpus.units(split):
+        for unit in corpus.documented_units(split):
             chunk.append(unit)
             if len(chunk) >= CHUNK_UNITS:
                 flush()
         flush()
     np.save(out / f"{split}.spans.npy", np.asarray(spans, dtype=np.int64).reshape(-1, 2))
-    return dict(tokens=n_tokens, unk=n_unk, sentences=len(spans))
+    counts = dict(tokens=n_tokens, unk=n_unk, sentences=len(spans))
+    if corpus.document_unit is not None:
+        np.save(out / f"{split}.docs.npy", np.asarray(docs, dtype=np.int64))
+        counts["documents"] = len(set(docs))
+    return counts
 
 
 class StreamBatches:

@@ -9,6 +9,8 @@ Each candidate fills the blank and the model scores the filled sentence:
          prediction at t never sees t. Hyphenated candidates (`country-dance`) are
          several tokens and are scored the same way, over their span.
 
+The scoring is `choices.score_filled`, the same as `bilm fill --choices` and the REPL's.
+
 A candidate with a token out of the vocabulary would be scored as `<unk>`, a frequent
 "word": it is left unscored (-inf) and counted. When m candidates tie for the best
 score (all unscored, say), the question counts 1/m if the key is among them: the
@@ -27,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .choices import score_filled
 from .corpus import default_corpus_dir
-from .data import pad_sentences
 from .errors import BilmError
-from .models import BiLM, LanguageModel
+from .models import LanguageModel
 from .tokenizer import Tokenizer
 
 BLANK = "_____"
@@ -100,8 +102,7 @@ def load_questions(questions: str | Path, answers: str | Path | None = None) -> 
 def score(model: LanguageModel, tokenizer: Tokenizer, questions: list[Question], device, batch_size: int = 256):
     """Scores (Q, 5), -inf for unscored candidates, and the out-of-vocabulary counts."""
     model.eval()
-    cfg, unk = model.cfg, tokenizer.unk_id
-    bi = isinstance(model, BiLM)
+    unk = tokenizer.unk_id
     scores = np.full((len(questions), len(LETTERS)), -np.inf)
     items, counts = [], dict(oov_candidates=0, multi_token_candidates=0, oov_keys=0, oov_context_words=0)
     for qi, q in enumerate(questions):
@@ -115,19 +116,9 @@ def score(model: LanguageModel, tokenizer: Tokenizer, questions: list[Question],
                 continue
             counts["multi_token_candidates"] += len(ids) > 1
             items.append((qi, ci, left + ids + right, len(left), len(left) + len(ids)))
-    items.sort(key=lambda it: len(it[2]))
-    start = cfg.bos_id if bi else cfg.eos_id
-    for i in range(0, len(items), batch_size):
-        chunk = items[i : i + batch_size]
-        batch = pad_sentences([it[2] for it in chunk], start, cfg.eos_id, cfg.pad_id).to(device)
-        logp = model.sequence_log_probs(batch.inputs, batch.lengths).cpu()  # bi (B, n_max), uni (B, n_max + 1)
-        if bi:
-            cols = torch.arange(logp.size(1))[None, :]
-            a = torch.tensor([it[3] for it in chunk])[:, None]
-            b = torch.tensor([it[4] for it in chunk])[:, None]
-            logp = logp * ((cols >= a) & (cols < b))
-        for (qi, ci, *_), s in zip(chunk, logp.sum(1).tolist(), strict=True):
-            scores[qi, ci] = s
+    _, whole = score_filled(model, [it[2:] for it in items], device, batch_size)  # uni whole sentence, bi span
+    for (qi, ci, *_), s in zip(items, whole.tolist(), strict=True):
+        scores[qi, ci] = s
     return scores, counts
 
 

@@ -3,10 +3,13 @@
 Ids are sorted by frequency after the special tokens, which the adaptive softmax
 relies on. The whole tokenizer, pre-tokenizer and lower-casing included, is one
 `tokenizer.json`, so a checkpoint cuts user input exactly as its training text.
+`style` (see textnorm) says how the corpus was tokenized before it reached us, so
+that raw user input is first cut the same way: `don't` -> `don 't` for WikiText-2.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +18,7 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
+from . import textnorm
 from .corpus import WORD_PATTERN
 from .errors import BilmError
 
@@ -25,8 +29,14 @@ SPECIALS = [PAD, UNK, BOS, EOS, BLANK]
 class Tokenizer:
     """Thin wrapper: words <-> ids, plus the ids of the special tokens."""
 
-    def __init__(self, hf: HFTokenizer):
+    def __init__(self, hf: HFTokenizer, style: str | None = None):
+        """`style`: a textnorm style; None: `raw` for a tokenizer with a word pattern, else `whitespace`."""
         self.hf = hf
+        if style is None:
+            style = "raw" if "Split" in json.dumps(json.loads(hf.to_str()).get("pre_tokenizer")) else "whitespace"
+        if style not in textnorm.STYLES:
+            raise BilmError(f"unknown text style {style!r}: use one of {', '.join(textnorm.STYLES)}")
+        self.style = style
         for tok in SPECIALS:
             if hf.token_to_id(tok) is None:
                 raise BilmError(f"tokenizer lacks the special token {tok}")
@@ -42,6 +52,7 @@ class Tokenizer:
         min_freq: int = 1,
         lowercase: bool = False,
         pretokenized: bool = True,
+        style: str | None = None,
     ) -> Tokenizer:
         """Learn the vocabulary from tokenized train lines. `max_vocab` counts the specials.
 
@@ -65,14 +76,15 @@ class Tokenizer:
         if not pretokenized:
             splitters.append(pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"))
         hf.pre_tokenizer = pre_tokenizers.Sequence(splitters)
-        return cls(hf)
+        return cls(hf, style)
 
     @classmethod
-    def load(cls, path: str | Path) -> Tokenizer:
+    def load(cls, path: str | Path, style: str | None = None) -> Tokenizer:
         try:
-            return cls(HFTokenizer.from_file(str(path)))
+            hf = HFTokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises plain Exceptions
             raise BilmError(f"cannot read tokenizer {path}: {e}") from None
+        return cls(hf, style)
 
     def save(self, path: str | Path) -> None:
         self.hf.save(str(path))
@@ -84,12 +96,24 @@ class Tokenizer:
         return self.hf.get_vocab_size()
 
     def tokenize(self, text: str) -> list[str]:
-        """The words of `text` as the model sees them (normalised, split), before the vocabulary."""
-        normalized = self.hf.normalizer.normalize_str(text) if self.hf.normalizer else text
+        """The words of raw `text` as the model sees them (cut as its corpus, normalised), before the vocabulary."""
+        if self.style == "wikitext":
+            return [self._normalize(w) for w in textnorm.wikitext_words(text, self._known)]
+        if self.style == "ptb":
+            return [self._normalize(w) for w in textnorm.ptb_words(text, self._known)]
+        normalized = self._normalize(textnorm.normalize(text))
         return [w for w, _ in self.hf.pre_tokenizer.pre_tokenize_str(normalized)]
 
+    def _normalize(self, text: str) -> str:
+        return self.hf.normalizer.normalize_str(text) if self.hf.normalizer else text
+
+    def _known(self, word: str) -> bool:
+        return self.hf.token_to_id(self._normalize(word)) is not None
+
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text).ids
+        """Ids of raw `text` (see `tokenize`); unknown words give `unk_id`."""
+        words = self.tokenize(text)
+        return self.encode_batch([words])[0] if words else []
 
     def encode_batch(self, words_per_line: list[list[str]]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(words_per_line, is_pretokenized=True, add_special_tokens=False)]

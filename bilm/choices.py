@@ -1,0 +1,56 @@
+"""Given candidates for a blank: how they are written, and how they are scored.
+
+One rule for `bilm fill --choices`, the REPL's `:choices` and `bilm mscc`:
+
+    split    commas separate choices (`river,pool,bank`); the REPL also takes spaces
+             when there is no comma (`:choices river pool bank`)
+    score    a choice is cut into tokens as the corpus was (`country-dance` is three
+             WikiText tokens), put into the blank, and the filled sentence is scored:
+               bi    sum over the choice's tokens of log p(token | rest of the sentence);
+                     for a one-token choice exactly log p(choice | blank)
+               uni   the span: sum over its tokens of log p(token | words before) (uni-left);
+                     the whole: log p(filled sentence + <eos>) (uni-rescore and mscc)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import pad_sentences
+from .models import BiLM, LanguageModel
+
+
+def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
+    """`a,b,c` -> [a, b, c]; with `spaces`, `a b c` too when there is no comma. Nothing: None."""
+    if not text:
+        return None
+    parts = text.split(",") if "," in text or not spaces else text.split()
+    return [c.strip() for c in parts if c.strip()] or None
+
+
+@torch.inference_mode()
+def score_filled(
+    model: LanguageModel, items: list[tuple[list[int], int, int]], device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of filled sentences: `items` are (ids, a, b), the choice at ids[a:b].
+
+    Returns (span, whole), each (N,): the choice's tokens' log-probabilities summed, and (uni)
+    the whole sentence's with its final `<eos>` (bi: the same as span).
+    """
+    model.eval()
+    cfg = model.cfg
+    bi = isinstance(model, BiLM)
+    span, whole = np.zeros(len(items)), np.zeros(len(items))
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    start = cfg.bos_id if bi else cfg.eos_id
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        batch = pad_sentences([items[r][0] for r in rows], start, cfg.eos_id, cfg.pad_id).to(device)
+        logp = model.sequence_log_probs(batch.inputs, batch.lengths).float().cpu()  # bi (B, n), uni (B, n + 1)
+        cols = torch.arange(logp.size(1))[None, :]
+        a = torch.tensor([items[r][1] for r in rows])[:, None]
+        b = torch.tensor([items[r][2] for r in rows])[:, None]
+        span[rows] = (logp * ((cols >= a) & (cols < b))).sum(1).numpy()
+        whole[rows] = logp.sum(1).numpy()
+    return span, (span if bi else whole)

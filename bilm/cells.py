@@ -180,6 +180,8 @@ def spectral_radius(w: torch.Tensor) -> float:
 @torch.no_grad()
 def scale_to_radius(w: torch.Tensor, radius: float) -> None:
     """Rescale the square matrix `w` in place so that its largest |eigenvalue| is `radius`."""
+    if w.is_meta:  # shapes only (checkpoint.check_weights builds models on the meta device)
+        return
     current = spectral_radius(w)
     if current > 0:
         w.mul_(radius / current)

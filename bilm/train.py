@@ -23,7 +23,15 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_trainer_state, read_config, save_checkpoint
+from .checkpoint import (
+    SaveError,
+    check_weights,
+    load_trainer_state,
+    lock_run,
+    model_config,
+    read_config,
+    save_checkpoint,
+)
 from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare, unigram_counts
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
@@ -57,6 +65,8 @@ class TrainConfig:
     log_every: int = 100
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
+    max_bad_steps: int = 10  # non-finite steps in a row before rolling back to last/ (Trainer.skip_step)
+    save_every_minutes: float = 2.0  # also write last/ this often (at least SAVE_COST x a save's time); 0 = off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,12 +96,27 @@ def detach(state):
 
 Batches = Callable[[int, int], Iterator[Batch]]
 
+ROLLBACK_LR = 0.25  # the learning rate is multiplied by this after a rollback to the last good checkpoint
+SAVE_COST = 50  # a periodic save waits at least this many times its own duration: at most 2 % of the time
+MAX_FAILED_SAVES = 3  # saves that fail in a row (disk full) before the run stops
+
+
+class _RolledBack(Exception):
+    """Raised inside the loop after `rollback` so that the epoch loop restarts from the restored position."""
+
 
 class Trainer:
     """Optimises `model.loss` over `batches`, validating with `evaluate(model) -> {"loss", "ppl"}`.
 
     Budgets (`max_steps`, `max_minutes`) count the whole run across resumes. `on_save(tag,
-    trainer)` is called with tag "best" or "last" whenever a checkpoint is due.
+    trainer)` is called with tag "best" or "last" whenever a checkpoint is due: at each
+    validation and every `save_every_minutes`, never with non-finite weights.
+
+    Numerical faults: a step whose loss or gradient norm is not finite is skipped (the
+    optimizer is untouched) and counted; after `max_bad_steps` in a row, `restore(trainer)`
+    (the last good checkpoint) is loaded and the learning rate multiplied by ROLLBACK_LR;
+    a second such failure stops the run with a `BilmError` naming the likely cause.
+    Without `restore`, the run stops there instead (`summary()["diverged"]`).
     """
 
     def __init__(
@@ -105,8 +130,10 @@ class Trainer:
         on_save: Callable[[str, Trainer], None] = lambda tag, trainer: None,
         metrics_file: Path | None = None,
         log: Callable[[str], None] = print,
+        restore: Callable[[Trainer], None] | None = None,
     ):
         self.model, self.cfg, self.batches, self.evaluate = model.to(device), cfg, batches, evaluate
+        self.restore = restore
         self.steps_per_epoch, self.device, self.on_save, self.log = steps_per_epoch, device, on_save, log
         self.metrics_file = metrics_file
         params = [p for p in model.parameters() if p.requires_grad]
@@ -133,6 +160,12 @@ class Trainer:
         self.best = math.inf
         self.last_eval: dict = {}
         self.state = None  # carried hidden state (uni stream)
+        self.skipped = 0  # non-finite steps skipped over the whole run
+        self.bad_in_row = self.rollbacks = self.failed_saves = 0  # this process only
+        self.diverged = ""  # why the run stopped on numerical faults (no `restore`)
+        self.save_seconds = 0.0  # how long the last save of last/ took
+        self._saved_at = 0.0  # `elapsed` at the last save of last/
+        self._clock = time.perf_counter()
         torch.manual_seed(cfg.seed)
 
     # -- state for resume ----------------------------------------------------------
@@ -144,22 +177,37 @@ class Trainer:
             tokens=self.tokens,
             best=self.best,
             last_eval=self.last_eval,
+            skipped=self.skipped,
         )
-        return dict(
+        state = dict(
             counters=counters,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             rng=torch.get_rng_state(),
             hidden=self.state,
         )
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        self.restore_rng(state)
         self.state = map_state(lambda t: t.to(self.device), state["hidden"])
+        self._saved_at = self.elapsed
+
+    def restore_rng(self, state: dict) -> None:
+        """CPU and (where saved and present) CUDA generators: dropout masks continue, not restart."""
+        torch.set_rng_state(state["rng"])
+        cuda = state.get("cuda_rng")
+        if cuda and self.device.type == "cuda":
+            n = min(len(cuda), torch.cuda.device_count())
+            torch.cuda.set_rng_state_all(list(cuda)[:n])
+        elif cuda:
+            self.log("note: the run was saved on CUDA and resumes on the CPU: dropout masks differ from there on")
 
     # -- the loop ------------------------------------------------------------------
     def out_of_budget(self) -> bool:
@@ -173,8 +221,10 @@ class Trainer:
         try:
             self._run()
         except KeyboardInterrupt:
-            self.on_save("last", self)
+            self.save("last")
             raise
+        if self.failed_saves:
+            raise BilmError(f"training ended, but its last {self.failed_saves} save(s) failed: {self._save_error}")
         return self.summary()
 
     def _tick(self) -> None:
@@ -183,8 +233,18 @@ class Trainer:
         self._clock = now
 
     def _run(self) -> None:
-        cfg = self.cfg
         self._clock = time.perf_counter()
+        while True:
+            try:
+                self._epochs()
+                if self.last_eval.get("step") != self.step:
+                    self.validate(schedule=False)
+                return
+            except _RolledBack:
+                continue
+
+    def _epochs(self) -> None:
+        cfg = self.cfg
         stopped = False
         while self.epoch < cfg.epochs and not stopped and not self.out_of_budget():
             bar = tqdm(
@@ -197,9 +257,14 @@ class Trainer:
             )
             window = _Window()
             for batch in self.batches(self.epoch, self.batch_index):
-                if self.out_of_budget():
+                if self.out_of_budget() or self.diverged:
+                    stopped = bool(self.diverged)
                     break
-                loss, norm = self.train_step(batch, window)
+                try:
+                    loss, norm = self.train_step(batch, window)
+                except _RolledBack:
+                    bar.close()
+                    raise
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window.tokens_per_s:,.0f}")
                 if cfg.log_every and self.step % cfg.log_every == 0:
@@ -210,16 +275,19 @@ class Trainer:
                     stopped = self.validate(schedule=True)
                     if stopped:
                         break
+                elif self.save_due():
+                    self.save("last")
             else:
                 self.epoch += 1
                 self.batch_index = 0
                 self.state = None
                 bar.close()
-                stopped = self.validate(schedule=True)
+                if self.last_eval.get("step") == self.step:  # --eval-every divides the epoch: validated already
+                    self.save("last")
+                else:
+                    stopped = self.validate(schedule=True)
                 continue
             bar.close()
-        if self.last_eval.get("step") != self.step:
-            self.validate(schedule=False)
 
     def train_step(self, batch: Batch, window: _Window) -> tuple[float, float]:
         start = time.perf_counter()
@@ -234,6 +302,11 @@ class Trainer:
         if self.cfg.clip_value:
             nn.utils.clip_grad_value_(params, self.cfg.clip_value)
         norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
+        loss = loss.item()
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self.skip_step(loss, norm)
+            return loss, norm
+        self.bad_in_row = 0
         self.anneal()
         self.optimizer.step()
         self.state = detach(state)
@@ -243,34 +316,137 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self._tick()
-        loss = loss.item()
         window.add(loss, norm, bool(self.cfg.clip and norm > self.cfg.clip), batch.num_tokens, seconds)
         return loss, norm
+
+    # -- numerical faults ------------------------------------------------------------
+    def skip_step(self, loss: float, norm: float) -> None:
+        """A non-finite loss or gradient norm: no update, the batch is passed over and counted."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state = None  # the carried state may hold the overflow
+        self.step += 1
+        self.batch_index += 1
+        self.skipped += 1
+        self.bad_in_row += 1
+        self._tick()
+        if self.bad_in_row == 1:
+            self.log(f"warning: step {self.step}: loss {loss}, gradient norm {norm}: step skipped")
+        if self.bad_in_row >= max(self.cfg.max_bad_steps, 1):
+            self.fault(f"{self.bad_in_row} steps in a row with a non-finite loss or gradient (step {self.step})")
+
+    def fault(self, what: str) -> None:
+        """Training went numerically wrong: roll back once with a lower learning rate, then give up."""
+        self.record(dict(type="fault", what=what, skipped=self.skipped, lr=self.lr))
+        if self.restore is None:
+            self.diverged = what
+            self.log(f"stopping: {what}")
+            return
+        if self.rollbacks:
+            raise BilmError(f"training diverged again after a rollback: {what}; {self.likely_cause()}")
+        rollbacks, skipped = self.rollbacks + 1, self.skipped
+        self.restore(self)
+        self.rollbacks, self.skipped, self.bad_in_row = rollbacks, skipped, 0
+        self.forget_records_after(self.step)
+        self.scale_lr(ROLLBACK_LR)
+        self.log(f"warning: {what}; rolled back to step {self.step} (last/), learning rate lowered to {self.lr:.2e}")
+        self.record(dict(type="rollback", what=what, skipped=self.skipped, lr=self.lr))
+        raise _RolledBack
+
+    def likely_cause(self) -> str:
+        cfg, causes = self.cfg, []
+        if not cfg.clip and not cfg.clip_value:
+            causes.append("gradient clipping is off (try --clip 1)")
+        causes.append(f"the learning rate is too high for this model (--lr {cfg.lr:g}; try a tenth of it)")
+        if cfg.precision != "fp32":
+            causes.append(f"{cfg.precision} overflows (try --precision fp32)")
+        return "likely cause: " + ", or ".join(causes)
+
+    def scale_lr(self, factor: float) -> None:
+        """Lower the plateau rate (and so every schedule built on it) by `factor`, for the rest of the run."""
+        self.scheduler._last_lr = [lr * factor for lr in self.scheduler.get_last_lr()]
+        self.anneal()
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    # -- checkpoints -----------------------------------------------------------------
+    def save_due(self) -> bool:
+        """Time for a periodic last/: every `save_every_minutes`, and never more than 1/SAVE_COST of the time."""
+        every = self.cfg.save_every_minutes * 60
+        return bool(every) and self.elapsed - self._saved_at >= max(every, SAVE_COST * self.save_seconds)
+
+    def save(self, tag: str) -> None:
+        """`on_save(tag)`, unless the weights are not finite; a failed save (disk full) warns, thrice in a row stops."""
+        if not self.weights_finite():
+            self.log(f"warning: step {self.step}: the weights are not finite; {tag}/ not saved")
+            return
+        start = time.perf_counter()
+        try:
+            self.on_save(tag, self)
+        except SaveError as e:
+            self.failed_saves += 1
+            self._save_error = str(e)
+            if self.failed_saves >= MAX_FAILED_SAVES:
+                raise BilmError(f"{e} ({self.failed_saves} saves failed in a row; stopping)") from None
+            self.log(f"warning: {e}; training continues")
+            return
+        self.failed_saves = 0
+        if tag == "last":
+            self.save_seconds = time.perf_counter() - start
+            self._tick()
+            self._saved_at = self.elapsed
+
+    def forget_records_after(self, step: int) -> None:
+        """Drop metrics.jsonl records past `step` (and any torn line): a resumed run's curve has no repeats."""
+        f = self.metrics_file
+        if f is None or not f.is_file():
+            return
+        kept = []
+        for line in f.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        tmp = f.with_name(f.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(f)
 
     def validate(self, schedule: bool) -> bool:
         """Evaluate; keep the best; with `schedule`, decay the lr / stop early. True = stop."""
         result = self.evaluate(self.model)
         self._tick()
+        if not math.isfinite(result["loss"]):
+            self.last_eval = dict(step=self.step, **result)
+            self.record(dict(type="valid", epoch=self.epoch, **result))
+            self.fault(f"validation loss {result['loss']} at step {self.step}")
+            return True
         improved = result["loss"] < self.best
         self.best = min(self.best, result["loss"])
         self.last_eval = dict(step=self.step, **result)
         self.record(dict(type="valid", epoch=self.epoch, **result, best_ppl=math.exp(min(self.best, 50))))
         self.log(
-            f"step {self.step:>6} | epoch {self.epoch} | valid ppl {result['ppl']:8.2f} | "
+            f"step {self.step:>6} | epoch {self.current_epoch} | valid ppl {result['ppl']:8.2f} | "
             f"lr {self.lr:.2e} | {self.tokens / max(self.train_seconds, 1e-9):,.0f} tok/s | {self.elapsed / 60:.1f} min"
         )
         stop = False
         if schedule:
             if self.cfg.schedule == "plateau" or (self.cfg.schedule == "warmdown" and not self.warming_down):
+                self.set_lr(self.plateau_lr)  # the scheduler decays the optimizer's rate: give it the plateau's
                 self.scheduler.step(result["loss"])
             self.bad_evals = 0 if improved else self.bad_evals + 1
             stop = bool(self.cfg.early_stop and self.bad_evals >= self.cfg.early_stop)
             if stop:
                 self.log(f"early stop: no improvement in {self.bad_evals} validations")
         if improved:
-            self.on_save("best", self)
-        self.on_save("last", self)
+            self.save("best")
+        self.save("last")
         return stop
+
+    @property
+    def current_epoch(self) -> int:
+        """The epoch (from 1) of the last step, as the progress bar and the resume line count it."""
+        return self.epoch if self.batch_index == 0 and self.epoch > 0 else self.epoch + 1
 
     @property
     def progress(self) -> float:
@@ -292,20 +468,32 @@ class Trainer:
         return self.progress >= 1 - self.cfg.warmdown
 
     def anneal(self) -> None:
-        """Set the learning rate for the next step; validation drives the plateau part.
+        """Set the learning rate for the next step from the plateau rate and the budget as it stands now.
 
-        plateau   lr x lr_decay whenever validation stops improving (the example's rule)
-        warmdown  plateau, until the last `warmdown` share of the budget; then linearly from
-                  the plateau's last rate to 0 (most of a short run's gain comes in this tail)
+        plateau   the plateau rate: lr x lr_decay whenever validation stops improving (the example's rule)
+        warmdown  the plateau rate until the last `warmdown` share of the budget; then linearly from
+                  it to 0 (most of a short run's gain comes in this tail)
         cosine    lr0 (1 + cos(pi progress)) / 2 over the whole budget
+
+        The rate is recomputed at every step from `progress`, never read back from the optimizer,
+        so a run resumed with a larger budget follows the schedule of that budget from where it
+        stands: before the new tail it trains at the plateau rate again, not at the annealed rate
+        it was saved with (README, Reliability).
         """
         cfg = self.cfg
+        lr = self.plateau_lr
         if cfg.schedule == "cosine":
-            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * self.progress))
+            lr *= 0.5 * (1 + math.cos(math.pi * self.progress))
         elif cfg.schedule == "warmdown" and self.warming_down:
-            lr = self.scheduler.get_last_lr()[0] * (1 - self.progress) / max(cfg.warmdown, 1e-9)
-        else:
-            return
+            lr *= (1 - self.progress) / max(cfg.warmdown, 1e-9)
+        self.set_lr(lr)
+
+    @property
+    def plateau_lr(self) -> float:
+        """The rate validation drives (ReduceLROnPlateau's); lr0 for cosine, lowered only by a rollback."""
+        return float(self.scheduler.get_last_lr()[0])
+
+    def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -325,12 +513,27 @@ class Trainer:
             valid_ppl=self.last_eval.get("ppl"),
             best_valid_ppl=math.exp(min(self.best, 50)) if self.best < math.inf else None,
             lr=self.lr,
+            skipped_steps=self.skipped,
+            diverged=self.diverged or None,
         )
 
     def record(self, entry: dict) -> None:
+        """One strict-JSON line in metrics.jsonl: a non-finite figure is written as null."""
         if self.metrics_file is not None:
+            entry = dict(entry, step=self.step, elapsed=round(self.elapsed, 3))
             with open(self.metrics_file, "a") as f:
-                f.write(json.dumps(dict(entry, step=self.step, elapsed=round(self.elapsed, 3))) + "\n")
+                f.write(json.dumps(_finite(entry), allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    """`obj` with NaN and infinities replaced by None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 class _Window:
@@ -370,17 +573,46 @@ def train(
     resume: bool = False,
     budget: dict | None = None,
     log: Callable[[str], None] = print,
+    given: dict | None = None,
 ) -> dict:
     """Prepare the corpus, build the model, train it and write `out/{best,last}/`.
 
     With `resume`, everything comes from `out/last/` (configs, weights, optimizer, RNG,
-    position in the epoch); `budget` may raise `max_steps` / `max_minutes` / `epochs`.
+    position in the epoch); `budget` may raise `max_steps` / `max_minutes` / `epochs` (and
+    set `device`, `save_every_minutes`, `max_bad_steps`). `given`: settings the user asked
+    for, as {"model.hidden_size": 400, ...}; with `resume`, one that differs from the saved
+    run is an error, not silently ignored. One trainer at a time per `out` (`lock_run`).
     """
     out = Path(out)
     if resume:
+        read_config(out / "last")  # "not found" before any folder is made
+    with lock_run(out):
+        return _train(data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log, given)
+
+
+def resume_conflicts(config: dict, given: dict) -> list[str]:
+    """`section.field=value` settings in `given` that differ from the saved run's `config`."""
+    conflicts = []
+    for key, value in given.items():
+        section, _, name = key.partition(".")
+        saved = config.get(section, {}).get(name)
+        if saved != value and not (isinstance(saved, list) and list(value or []) == saved):
+            conflicts.append(f"{name}={value!r} (the run has {saved!r})")
+    return conflicts
+
+
+def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resume, budget, log, given) -> dict:
+    if resume:
         config = read_config(out / "last")
+        conflicts = resume_conflicts(config, given or {})
+        if conflicts:
+            raise BilmError(
+                f"--resume continues {out} as it was configured, but {', '.join(conflicts)}: leave these options "
+                "out, or start a new run with another --out"
+            )
         data_cfg = DataConfig(**config["data"])
-        model_cfg = ModelConfig.from_dict(config["model"])
+        model_cfg = model_config(out / "last", config)
+        check_weights(out / "last", model_cfg)  # before any allocation: the files must belong together
         train_cfg = TrainConfig(**config["train"])
         corpus_dir = corpus_dir or config.get("corpus_dir")
     else:
@@ -416,11 +648,19 @@ def train(
         metrics = dict(trainer.summary(), data=data.meta["splits"], params=sum(p.numel() for p in model.parameters()))
         save_checkpoint(out / tag, model, tok, config, metrics, state)
 
-    trainer = Trainer(model, train_cfg, batches, len(batches), evaluate, device, on_save, out / "metrics.jsonl", log)
-    if resume:
+    def restore(trainer: Trainer) -> None:
+        """The last good checkpoint: weights, optimizer, schedule, RNG and position in the epoch."""
         load_model(trainer.model, str(out / "last" / "model.safetensors"))
         trainer.load_state_dict(load_trainer_state(out / "last"))
+
+    metrics_file = out / "metrics.jsonl"
+    trainer = Trainer(model, train_cfg, batches, len(batches), evaluate, device, on_save, metrics_file, log, restore)
+    if resume:
+        restore(trainer)
+        trainer.forget_records_after(trainer.step)  # lost with the kill: they are trained again
         log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
+    else:
+        trainer.save("last")  # a restore point from the start: rollback, kill -9
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, "

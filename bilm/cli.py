@@ -17,6 +17,7 @@ import sys
 import click
 
 from .errors import BilmError
+from .threads import threads_option
 
 
 class BilmGroup(click.Group):
@@ -63,6 +64,7 @@ def data_options(f):
 @data_options
 @corpus_dir_option
 @data_dir_option
+@threads_option()
 def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     """Tokenize CORPUS once into the cache: wikitext-2, ptb, gutenberg, a folder of .txt, or hf:NAME."""
     from .data import DataConfig
@@ -138,6 +140,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @data_options
 @corpus_dir_option
 @data_dir_option
+@threads_option()
 def train(
     kind,
     corpus,
@@ -228,7 +231,9 @@ def train(
 
 
 def _choices(value: str | None) -> list[str] | None:
-    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+    from .choices import split_choices
+
+    return split_choices(value)
 
 
 def _show(predictions, as_json: bool) -> None:
@@ -248,12 +253,26 @@ def _show(predictions, as_json: bool) -> None:
 
 query_options = [
     click.argument("checkpoint", type=click.Path()),
-    click.argument("text"),
+    click.argument("text", required=False),
     click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True),
     click.option("--choices", help="Rank these comma-separated candidates instead of the top k."),
-    click.option("--json", "as_json", is_flag=True, help="Machine-readable candidates with probabilities."),
+    click.option(
+        "--input",
+        "input_file",
+        type=click.File("r", encoding="utf-8"),
+        help="Answer every line of FILE (- : stdin), in batches; TEXT `-` is the same as --input -.",
+    ),
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Machine-readable candidates with probabilities and the filled `sequence` (one JSON object a line "
+        "with --input).",
+    ),
     click.option("--device", default="cpu", show_default=True),
+    threads_option(),
 ]
+BATCH_LINES = 64  # lines answered in one forward pass with --input
 
 
 def _query_command(f):
@@ -262,22 +281,84 @@ def _query_command(f):
     return f
 
 
+def _lines(text: str | None, input_file) -> object | None:
+    """The input lines for a batch run (--input FILE, or TEXT `-` for stdin); None for one TEXT."""
+    if text is not None and input_file is not None:
+        raise BilmError("give TEXT or --input FILE, not both")
+    if text == "-":
+        return sys.stdin
+    if input_file is None and text is None:
+        raise BilmError("give the TEXT, or - to read one sentence a line from stdin, or --input FILE")
+    return input_file
+
+
+def _answer_lines(predictor, lines, fill: bool, k: int, choices, as_json: bool) -> None:
+    """Answer a stream of lines BATCH_LINES at a time; a bad line gets an error record and exit status 1 at the end."""
+    failed, total = [], 0
+
+    def flush(batch):
+        results = predictor.answer_lines([t for _, t in batch], fill, k, choices, BATCH_LINES)
+        for (number, text), result in zip(batch, results, strict=True):
+            error = str(result) if isinstance(result, BilmError) else None
+            if error:
+                failed.append(number)
+            if as_json:
+                record = dict(line=number, input=text)
+                record.update(error=error) if error else record.update(predictions=[p.to_dict() for p in result])
+                click.echo(json.dumps(record))
+            else:
+                click.echo(f"[{number}] {text}")
+                click.echo(f"error: {error}") if error else _show(result, False)
+        sys.stdout.flush()
+
+    batch = []
+    for number, line in enumerate(lines, 1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        total += 1
+        batch.append((number, text))
+        if len(batch) == BATCH_LINES:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        raise BilmError(f"{len(failed)} of {total} lines failed (line {shown}); the others were answered")
+
+
 @cli.command()
 @_query_command
-def predict(checkpoint, text, k, choices, as_json, device):
-    """Next word after TEXT (uni model; a bi model fills a blank at the end)."""
+def predict(checkpoint, text, k, choices, input_file, as_json, device):
+    """Next word after TEXT (uni model; a bi model fills a blank at the end).
+
+    TEXT `-` or --input FILE: one text a line, answered in batches.
+    """
     from .predict import Predictor
 
-    _show([Predictor.load(checkpoint, device).predict(text, k, _choices(choices))], as_json)
+    lines = _lines(text, input_file)
+    predictor = Predictor.load(checkpoint, device)
+    if lines is not None:
+        return _answer_lines(predictor, lines, False, k, _choices(choices), as_json)
+    _show([predictor.predict(text, k, _choices(choices))], as_json)
 
 
 @cli.command()
 @_query_command
-def fill(checkpoint, text, k, choices, as_json, device):
-    """Fill the one blank (___) in TEXT: bi directly; uni by left context and by rescoring."""
+def fill(checkpoint, text, k, choices, input_file, as_json, device):
+    """Fill the one blank (___, [MASK] or <mask>) in TEXT: bi directly; uni by left context and by rescoring.
+
+    TEXT `-` or --input FILE: one sentence a line, answered in batches, e.g.
+    bilm fill CKPT --input sentences.txt --json > answers.jsonl
+    """
     from .predict import Predictor
 
-    _show(Predictor.load(checkpoint, device).fill(text, k, _choices(choices)), as_json)
+    lines = _lines(text, input_file)
+    predictor = Predictor.load(checkpoint, device)
+    if lines is not None:
+        return _answer_lines(predictor, lines, True, k, _choices(choices), as_json)
+    _show(predictor.fill(text, k, _choices(choices)), as_json)
 
 
 def _register() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import BilmError
+from .options import count, device_option
 
 # torch, matplotlib and the models load inside the functions: `bilm --help` stays instant.
 
@@ -138,7 +139,7 @@ def _model(ckpts: dict, role: str):
 checkpoint_options = [
     click.option("--uni", type=click.Path(), help="uni checkpoint or run folder."),
     click.option("--bi", type=click.Path(), help="bi checkpoint or run folder."),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    device_option(),
 ]
 
 
@@ -155,7 +156,7 @@ def _with(options):
 @_with(checkpoint_options)
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
-@click.option("--rescore-sample", type=int, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
+@click.option("--rescore-sample", type=count, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
 @click.option(
     "--shortlist", type=click.IntRange(1), default=None, help="uni-rescore candidates [default: as bilm fill]."
 )

@@ -178,15 +178,21 @@ class StreamBatches:
         batch 1: inputs [[c d] [i j] ...]          (state carried from batch 0)
 
     Each row continues where it left off, so the hidden state carries across batches.
+
+    With `world` processes (distributed.py) the stream is cut into B x world rows and process
+    `rank` reads rows [rank B, (rank + 1) B): together they read the batches of one process with
+    B x world rows. Views of the memory map: each process maps the file, none copies it.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int):
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world: int = 1):
         self.bptt = bptt
-        per_row = (len(ids) - 1) // batch_size
+        rows = batch_size * world
+        per_row = (len(ids) - 1) // rows
         if per_row < 2:
-            raise BilmError(f"too little text for batch size {batch_size}: {len(ids)} tokens")
-        self.inputs = ids[: per_row * batch_size].reshape(batch_size, per_row)
-        self.targets = ids[1 : per_row * batch_size + 1].reshape(batch_size, per_row)
+            raise BilmError(f"too little text for batch size {batch_size} x {world} processes: {len(ids)} tokens")
+        mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        self.inputs = ids[: per_row * rows].reshape(rows, per_row)[mine]
+        self.targets = ids[1 : per_row * rows + 1].reshape(rows, per_row)[mine]
 
     def __len__(self) -> int:
         return -(-self.inputs.shape[1] // self.bptt)
@@ -211,11 +217,18 @@ class SentenceBatches:
     Pieces left over from a pool's last batch go into the next pool, so one batch per epoch at
     most is short. With `shuffle`, each epoch's order comes from (seed, epoch) alone, so a
     resumed run sees the same batches; without it, chunks and batches keep corpus order.
+
+    With `world` processes every one orders the same batches of B x world pieces and process
+    `rank` takes its share of each: the same number of batches everywhere, none empty (a last
+    batch with fewer pieces than processes is left out of the epoch).
     """
 
-    def __init__(self, ids, spans, batch_size, max_len, bos, eos, pad, shuffle=True, seed=0, chunk=4096, pool=8):
+    def __init__(
+        self, ids, spans, batch_size, max_len, bos, eos, pad, shuffle=True, seed=0, chunk=4096, pool=8, rank=0, world=1
+    ):
         """`chunk`: sentences read from the spans at a time; `pool`: chunks shuffled together."""
         self.ids, self.batch_size, self.max_len, self.shuffle, self.seed = ids, batch_size, max_len, shuffle, seed
+        self.rank, self.world = rank, world
         self.chunk_size, self.pool_chunks = chunk, pool
         self.bos, self.eos, self.pad = bos, eos, pad
         self.spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
@@ -225,7 +238,9 @@ class SentenceBatches:
             raise BilmError("no sentences to batch")
 
     def __len__(self) -> int:
-        return -(-self.pieces // self.batch_size)
+        rows = self.batch_size * self.world
+        short = self.pieces % rows
+        return -(-self.pieces // rows) - (0 < short < self.world)
 
     def _pieces(self, c: int) -> np.ndarray:
         size = self.chunk_size
@@ -235,7 +250,7 @@ class SentenceBatches:
         """The epoch's batches as (B, 2) arrays of piece spans."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         shuffled = lambda n: torch.randperm(n, generator=g).numpy() if self.shuffle else np.arange(n)  # noqa: E731
-        chunks, carry, B = shuffled(self.chunks), np.zeros((0, 2), np.int64), self.batch_size
+        chunks, carry, B = shuffled(self.chunks), np.zeros((0, 2), np.int64), self.batch_size * self.world
         for i in range(0, self.chunks, self.pool_chunks):
             pool = np.concatenate([carry, *(self._pieces(c) for c in chunks[i : i + self.pool_chunks])])
             pool = pool[shuffled(len(pool))]
@@ -245,9 +260,11 @@ class SentenceBatches:
             yield from (batches[k] for k in shuffled(len(batches)))
 
     def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        for index, pieces in enumerate(self._order(epoch)):
+        shared = (pieces for pieces in self._order(epoch) if len(pieces) >= self.world)
+        for index, pieces in enumerate(shared):
             if index >= start:
-                yield self.collate([self.ids[a:b] for a, b in pieces])
+                mine = np.array_split(pieces, self.world)[self.rank]
+                yield self.collate([self.ids[a:b] for a, b in mine])
 
     def collate(self, sentences: list) -> Batch:
         return pad_sentences(sentences, self.bos, self.eos, self.pad)

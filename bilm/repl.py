@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from .errors import BilmError
+from .options import device_option
 
 if TYPE_CHECKING:
     from .predict import Prediction, Predictor
@@ -313,7 +314,7 @@ def run_repl(
     show_default=True,
     help="CPU threads for torch. One sentence is a small job; more threads stall each other on a busy CPU.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@device_option("cpu")
 def repl(checkpoint, compare, k, echo, threads, device):
     """Fill in blanks interactively: type a sentence with ___ and compare the models.
 

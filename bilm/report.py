@@ -354,13 +354,17 @@ def _num(x) -> float:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Records of a run's metrics.jsonl; a torn last line (run still writing) is skipped."""
+    """Records of a run's metrics.jsonl; a torn last line (run still writing) is skipped.
+
+    The file is strict JSON, so a non-finite figure was written as null: it reads back as NaN.
+    """
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        out.append({k: math.nan if v is None else v for k, v in record.items()})
     return out
 
 

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from safetensors.torch import load_model
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import (
     SaveError,
     check_weights,
@@ -33,6 +34,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare, unigram_counts
+from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
 from .models import Batch, LanguageModel, ModelConfig, build_model
@@ -131,8 +133,11 @@ class Trainer:
         metrics_file: Path | None = None,
         log: Callable[[str], None] = print,
         restore: Callable[[Trainer], None] | None = None,
+        group: Group = ONE,
     ):
+        """`group`: the processes training together (distributed.py); every rank calls every method alike."""
         self.model, self.cfg, self.batches, self.evaluate = model.to(device), cfg, batches, evaluate
+        self.group = group
         self.restore = restore
         self.steps_per_epoch, self.device, self.on_save, self.log = steps_per_epoch, device, on_save, log
         self.metrics_file = metrics_file
@@ -153,6 +158,7 @@ class Trainer:
         if cfg.precision not in ("fp32", "bf16"):
             raise BilmError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
         self.loss_fn, self.monitors = instrument(model, cfg)  # model.loss, or a remedy wrapping it
+        self.forward = group.wrap(self.model, self.loss_fn)  # DistributedDataParallel with several processes
         self.step = self.epoch = self.batch_index = self.bad_evals = 0
         self.elapsed = 0.0  # wall-clock seconds (training + validation), across resumes
         self.train_seconds = 0.0  # seconds inside training steps, for tokens/s
@@ -179,12 +185,14 @@ class Trainer:
             last_eval=self.last_eval,
             skipped=self.skipped,
         )
+        layout = dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=self.steps_per_epoch)
         state = dict(
             counters=counters,
+            layout=layout,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             rng=torch.get_rng_state(),
-            hidden=self.state,
+            hidden=map_state(self.group.gather_rows, self.state),  # every rank's rows (a collective)
         )
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -196,7 +204,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.restore_rng(state)
-        self.state = map_state(lambda t: t.to(self.device), state["hidden"])
+        saved = state.get("layout", dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=None))
+        if saved["rows"] == self.cfg.batch_size * self.group.world:
+            self.state = map_state(lambda t: self.group.rows(t).to(self.device), state["hidden"])
+        else:  # another effective batch (resumed on another number of processes): the same share of the epoch
+            self.state = None
+            self.batch_index = self.batch_index * self.steps_per_epoch // max(saved["steps_per_epoch"] or 1, 1)
         self._saved_at = self.elapsed
 
     def restore_rng(self, state: dict) -> None:
@@ -221,15 +234,17 @@ class Trainer:
         try:
             self._run()
         except KeyboardInterrupt:
-            self.save("last")
+            if self.group.world == 1:  # other ranks may be inside a collective: keep the last save instead
+                self.save("last")
             raise
         if self.failed_saves:
             raise BilmError(f"training ended, but its last {self.failed_saves} save(s) failed: {self._save_error}")
         return self.summary()
 
     def _tick(self) -> None:
+        """Advance `elapsed`; with several processes, by their mean, so that budgets and schedules agree."""
         now = time.perf_counter()
-        self.elapsed += now - self._clock
+        self.elapsed = self.group.mean(self.elapsed + now - self._clock)
         self._clock = now
 
     def _run(self) -> None:
@@ -251,7 +266,7 @@ class Trainer:
                 total=self.steps_per_epoch,
                 initial=self.batch_index,
                 desc=f"epoch {self.epoch + 1}",
-                disable=None,
+                disable=None if self.group.is_main else True,
                 leave=False,
                 dynamic_ncols=True,
             )
@@ -269,7 +284,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{window.tokens_per_s:,.0f}")
                 if cfg.log_every and self.step % cfg.log_every == 0:
                     monitored = {k: v for m in self.monitors for k, v in m.flush().items()}
-                    self.record(dict(type="train", **window.summary(), **monitored, lr=self.lr))
+                    figures = window.summary()
+                    if figures["loss"] is not None:
+                        figures["loss"] = self.group.mean(figures["loss"])  # each rank's share: the batch's loss
+                    self.record(dict(type="train", **figures, **monitored, lr=self.lr))
                     window = _Window()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     stopped = self.validate(schedule=True)
@@ -294,8 +312,8 @@ class Trainer:
         self.model.train()
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            loss, state = self.loss_fn(batch, self.state)
-        loss = loss.float()
+            loss, state = self.forward(batch, self.state)
+        loss, tokens = self.group.share(loss.float(), batch.num_tokens)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -304,6 +322,7 @@ class Trainer:
         norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
         loss = loss.item()
         if not (math.isfinite(loss) and math.isfinite(norm)):
+            window.skipped += 1
             self.skip_step(loss, norm)
             return loss, norm
         self.bad_in_row = 0
@@ -312,11 +331,11 @@ class Trainer:
         self.state = detach(state)
         self.step += 1
         self.batch_index += 1
-        self.tokens += batch.num_tokens
+        self.tokens += tokens
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         self._tick()
-        window.add(loss, norm, bool(self.cfg.clip and norm > self.cfg.clip), batch.num_tokens, seconds)
+        window.add(loss, norm, bool(self.cfg.clip and norm > self.cfg.clip), tokens, seconds)
         return loss, norm
 
     # -- numerical faults ------------------------------------------------------------
@@ -383,17 +402,20 @@ class Trainer:
         start = time.perf_counter()
         try:
             self.on_save(tag, self)
-        except SaveError as e:
+        except SaveError as e:  # only the process that writes (rank 0) gets here
             self.failed_saves += 1
             self._save_error = str(e)
-            if self.failed_saves >= MAX_FAILED_SAVES:
-                raise BilmError(f"{e} ({self.failed_saves} saves failed in a row; stopping)") from None
-            self.log(f"warning: {e}; training continues")
-            return
-        self.failed_saves = 0
-        if tag == "last":
-            self.save_seconds = time.perf_counter() - start
+        else:
+            self.failed_saves = 0
+        if tag == "last":  # every rank agrees on the cost of a save, failed or not, so they decide alike
+            self.save_seconds = self.group.mean(time.perf_counter() - start)
             self._tick()
+        if self.failed_saves:
+            if self.failed_saves >= MAX_FAILED_SAVES:
+                raise BilmError(f"{self._save_error} ({self.failed_saves} saves failed in a row; stopping)")
+            self.log(f"warning: {self._save_error}; training continues")
+            return
+        if tag == "last":
             self._saved_at = self.elapsed
 
     def forget_records_after(self, step: int) -> None:
@@ -541,6 +563,7 @@ class _Window:
 
     def __init__(self):
         self.losses, self.norms, self.clipped, self.tokens, self.seconds = [], [], 0, 0, 0.0
+        self.skipped = 0  # non-finite steps (Trainer.skip_step), in no average
 
     def add(self, loss: float, norm: float, clipped: bool, tokens: int, seconds: float) -> None:
         self.losses.append(loss)
@@ -554,13 +577,14 @@ class _Window:
         return self.tokens / max(self.seconds, 1e-9)
 
     def summary(self) -> dict:
-        n = max(len(self.losses), 1)
-        return dict(
-            loss=sum(self.losses) / n,
-            grad_norm=sum(self.norms) / n,
-            clip_rate=self.clipped / n,
+        n = len(self.losses)
+        figures = dict(
+            loss=sum(self.losses) / n if n else None,
+            grad_norm=sum(self.norms) / n if n else None,
+            clip_rate=self.clipped / max(n, 1),
             tokens_per_s=round(self.tokens_per_s, 1),
         )
+        return dict(figures, skipped=self.skipped) if self.skipped else figures
 
 
 def train(
@@ -582,11 +606,13 @@ def train(
     set `device`, `save_every_minutes`, `max_bad_steps`). `given`: settings the user asked
     for, as {"model.hidden_size": 400, ...}; with `resume`, one that differs from the saved
     run is an error, not silently ignored. One trainer at a time per `out` (`lock_run`).
+
+    Under `torchrun` (distributed.py) every process calls this; rank 0 holds the lock and writes.
     """
     out = Path(out)
     if resume:
         read_config(out / "last")  # "not found" before any folder is made
-    with lock_run(out):
+    with lock_run(out) if distributed.is_main() else nullcontext():
         return _train(data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log, given)
 
 
@@ -626,13 +652,26 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
     for k, v in (budget or {}).items():
         if v is not None:
             setattr(train_cfg, k, v)
-    device = resolve_device(train_cfg.device)
-    data = prepare(data_cfg, corpus_dir, data_dir, log=log)
+    group, device = distributed.setup(resolve_device(train_cfg.device))
+    log = log if group.is_main else _quiet
+    if group.world > 1 and train_cfg.norm_penalty:
+        raise BilmError("--norm-penalty takes a second backward pass, which DistributedDataParallel does not allow")
+    saved_world = config.get("world_size", 1) if resume else group.world
+    if saved_world != group.world:
+        effective = train_cfg.batch_size * saved_world
+        train_cfg.batch_size = distributed.per_rank_batch(train_cfg.batch_size, saved_world, group.world)
+        log(
+            f"resuming a {saved_world}-process run on {group.world}: {train_cfg.batch_size} rows per process, "
+            f"effective batch {effective} -> {train_cfg.batch_size * group.world}"
+        )
+    with group.main_first():  # one process per machine tokenizes; the others read its cache
+        data = prepare(data_cfg, corpus_dir, data_dir, log=log)
     tok = data.tokenizer
     torch.manual_seed(train_cfg.seed)
     model_cfg, model = model_for(data, model_cfg, fresh=not resume)
-    batches, evaluate = _task(model_cfg.kind, data, train_cfg, device)
-    out.mkdir(parents=True, exist_ok=True)
+    batches, evaluate = _task(model_cfg.kind, data, train_cfg, device, group)
+    if group.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     config = dict(
         bilm_version=__version__,
         data=data_cfg.to_dict(),
@@ -641,10 +680,13 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
         corpus_dir=str(corpus_dir) if corpus_dir else None,
         data_cache=str(data.path),
         command=shlex.join(sys.argv),
+        world_size=group.world,
     )
 
     def on_save(tag: str, trainer: Trainer) -> None:
-        state = trainer.state_dict() if tag == "last" else None
+        state = trainer.state_dict() if tag == "last" else None  # every rank: it gathers their hidden states
+        if not group.is_main:
+            return
         metrics = dict(trainer.summary(), data=data.meta["splits"], params=sum(p.numel() for p in model.parameters()))
         save_checkpoint(out / tag, model, tok, config, metrics, state)
 
@@ -653,20 +695,31 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
         load_model(trainer.model, str(out / "last" / "model.safetensors"))
         trainer.load_state_dict(load_trainer_state(out / "last"))
 
-    metrics_file = out / "metrics.jsonl"
-    trainer = Trainer(model, train_cfg, batches, len(batches), evaluate, device, on_save, metrics_file, log, restore)
+    metrics_file = out / "metrics.jsonl" if group.is_main else None
+    trainer = Trainer(
+        model, train_cfg, batches, len(batches), evaluate, device, on_save, metrics_file, log, restore, group
+    )
     if resume:
         restore(trainer)
         trainer.forget_records_after(trainer.step)  # lost with the kill: they are trained again
         log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
     else:
         trainer.save("last")  # a restore point from the start: rollback, kill -9
+    distributed.seed_rank(train_cfg.seed, group.rank, trainer.step)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, "
         f"{n_params:,} parameters, vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
+        + (f", {group.world} processes" if group.world > 1 else "")
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    finally:
+        group.close()
+
+
+def _quiet(message: str) -> None:
+    """The log of every process but rank 0."""
 
 
 def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple[ModelConfig, LanguageModel]:
@@ -684,16 +737,25 @@ def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple
     return cfg, model
 
 
-def _task(kind: str, data: PreparedData, cfg: TrainConfig, device) -> tuple:
-    """Batches and validation for a model kind: the stream for uni, sentences for bi."""
+def _task(kind: str, data: PreparedData, cfg: TrainConfig, device, group: Group = ONE) -> tuple:
+    """Batches and validation for a model kind: the stream for uni, sentences for bi; each rank its share."""
     train_ids = data.stream("train")
+    shard = dict(rank=group.rank, world=group.world)
     if kind == "uni":
-        batches = StreamBatches(train_ids, cfg.batch_size, cfg.bptt)
+        batches = StreamBatches(train_ids, cfg.batch_size, cfg.bptt, **shard)
         valid = data.stream("valid")
-        return batches, lambda model: stream_perplexity(model, valid, device, bptt=cfg.bptt)
+        return batches, lambda model: stream_perplexity(model, valid, device, bptt=cfg.bptt, group=group)
     tok = data.tokenizer
     batches = SentenceBatches(
-        train_ids, data.spans("train"), cfg.batch_size, cfg.max_len, tok.bos_id, tok.eos_id, tok.pad_id, seed=cfg.seed
+        train_ids,
+        data.spans("train"),
+        cfg.batch_size,
+        cfg.max_len,
+        tok.bos_id,
+        tok.eos_id,
+        tok.pad_id,
+        seed=cfg.seed,
+        **shard,
     )
     valid, spans = data.stream("valid"), data.spans("valid")
-    return batches, lambda model: fill_perplexity(model, valid, spans, device)
+    return batches, lambda model: fill_perplexity(model, valid, spans, device, group=group)

@@ -5,6 +5,7 @@ bilm train --model uni --corpus wikitext-2 --max-minutes 20 --out checkpoints/wt
 bilm predict checkpoints/wt2-uni "the boys went to the" -k 10
 bilm fill checkpoints/wt2-bi "the boys went to the ___ and then got out of the pool ." -k 10
 bilm repl checkpoints/wt2-bi --compare checkpoints/wt2-uni
+bilm serve checkpoints/wt2-bi --compare checkpoints/wt2-uni
 bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --out reports/wt2
 bilm gradients checkpoints/wt2-uni --lengths 10,20,40,80 --out reports/gradients
 """
@@ -366,8 +367,9 @@ def _register() -> None:
     from .cli_eval import evaluate, mscc
     from .lab_cli import bench, gradients
     from .repl import repl
+    from .serve import serve
 
-    for command in (repl, evaluate, mscc, gradients, bench):
+    for command in (repl, evaluate, mscc, gradients, bench, serve):
         cli.add_command(command)
 
 

@@ -17,7 +17,9 @@ import sys
 
 import click
 
+from .cells import CELLS, INITS
 from .errors import BilmError
+from .options import count, device_option, non_negative, positive, probability, rate, vocab_size
 from .threads import threads_option
 
 
@@ -53,9 +55,11 @@ data_dir_option = click.option(
 
 def data_options(f):
     f = click.option(
-        "--max-vocab", type=int, default=None, help="Keep the N most frequent train words (incl. specials)."
+        "--max-vocab", type=vocab_size, default=None, help="Keep the N most frequent train words (incl. specials)."
     )(f)
-    f = click.option("--min-freq", type=int, default=1, show_default=True, help="Drop train words seen fewer times.")(f)
+    f = click.option(
+        "--min-freq", type=positive, default=1, show_default=True, help="Drop train words seen fewer times."
+    )(f)
     f = click.option("--lowercase/--keep-case", default=None, help="Lower-case the text (default: per corpus).")(f)
     return f
 
@@ -88,12 +92,12 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     "--out", type=click.Path(file_okay=False), required=True, help="Run folder (best/, last/, metrics.jsonl)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
-@click.option("--cell", default="lstm", show_default=True, help="lstm, gru, rnn-tanh, rnn-relu, ...")
-@click.option("--init", default="default", show_default=True, help="Recurrent weight initialisation.")
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--hidden", type=int, default=200, show_default=True)
-@click.option("--emb", type=int, default=200, show_default=True)
-@click.option("--dropout", type=float, default=0.1, show_default=True)
+@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True)
+@click.option("--init", type=click.Choice(INITS), default="default", show_default=True, help="Recurrent weights.")
+@click.option("--layers", type=positive, default=2, show_default=True)
+@click.option("--hidden", type=positive, default=200, show_default=True)
+@click.option("--emb", type=positive, default=200, show_default=True)
+@click.option("--dropout", type=probability, default=0.1, show_default=True)
 @click.option(
     "--locked-dropout/--per-step-dropout",
     default=True,
@@ -108,19 +112,37 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--bptt", type=int, default=35, show_default=True, help="Truncated BPTT length (uni).")
-@click.option("--clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0: off).")
-@click.option("--clip-value", type=float, default=0.0, show_default=True, help="Clip each gradient entry (0: off).")
-@click.option("--norm-penalty", type=float, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight.")
+@click.option("--lr", type=rate, default=3e-3, show_default=True)
+@click.option("--weight-decay", type=non_negative, default=0.0, show_default=True)
+@click.option("--batch-size", type=positive, default=64, show_default=True)
+@click.option("--bptt", type=positive, default=35, show_default=True, help="Truncated BPTT length (uni).")
+@click.option("--clip", type=non_negative, default=1.0, show_default=True, help="Max gradient norm (0: off).")
+@click.option(
+    "--clip-value", type=non_negative, default=0.0, show_default=True, help="Clip each gradient entry (0: off)."
+)
+@click.option(
+    "--norm-penalty", type=non_negative, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight."
+)
 @click.option("--log-input-grads", is_flag=True, help="Log ||dL/dx_t|| at the first/last step of each window (uni).")
-@click.option("--epochs", type=int, default=None, help="[default: 40]")
-@click.option("--max-steps", type=int, default=None)
-@click.option("--max-minutes", type=float, default=None, help="Wall-clock budget, validation included.")
-@click.option("--patience", type=int, default=3, show_default=True, help="Early stop after N worse validations.")
-@click.option("--eval-every", type=int, default=0, show_default=True, help="Also validate every N steps.")
+@click.option("--epochs", type=positive, default=None, help="[default: 40]")
+@click.option("--max-steps", type=positive, default=None)
+@click.option("--max-minutes", type=rate, default=None, help="Wall-clock budget, validation included.")
+@click.option("--patience", type=count, default=3, show_default=True, help="Early stop after N worse validations.")
+@click.option("--eval-every", type=count, default=0, show_default=True, help="Also validate every N steps.")
+@click.option(
+    "--save-every-minutes",
+    type=non_negative,
+    default=2.0,
+    show_default=True,
+    help="Also write last/ this often (0: at validations only); never more than 2% of the time.",
+)
+@click.option(
+    "--max-bad-steps",
+    type=positive,
+    default=10,
+    show_default=True,
+    help="Non-finite steps in a row (skipped) before rolling back to last/ with a lower learning rate.",
+)
 @click.option(
     "--schedule",
     type=click.Choice(["plateau", "warmdown", "cosine"]),
@@ -137,7 +159,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     help="bf16: autocast the training step (validation stays fp32).",
 )
 @click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @data_options
 @corpus_dir_option
 @data_dir_option
@@ -171,6 +193,8 @@ def train(
     max_minutes,
     patience,
     eval_every,
+    save_every_minutes,
+    max_bad_steps,
     schedule,
     precision,
     seed,
@@ -188,6 +212,9 @@ def train(
     from .train import train as run_train
 
     budget = dict(max_steps=max_steps, max_minutes=max_minutes, epochs=epochs)
+    given = _given(click.get_current_context())
+    if resume:  # what may change in a resumed run, when asked for
+        budget.update({k: v for k, v in given.items() if k in RESUME_SETTINGS})
     data_cfg = DataConfig(corpus, max_vocab, min_freq, lowercase)
     model_cfg = ModelConfig(
         kind=kind,
@@ -218,16 +245,61 @@ def train(
         precision=precision,
         seed=seed,
         device=device,
+        save_every_minutes=save_every_minutes,
+        max_bad_steps=max_bad_steps,
     )
+    fields = {RUN_FIELDS.get(k, f"train.{k}"): v for k, v in given.items() if k not in RESUME_SETTINGS}
     try:
-        result = run_train(data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo)
+        result = run_train(
+            data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo, given=fields
+        )
     except KeyboardInterrupt:
         raise BilmError(
             f"interrupted: progress saved in {out}/last; continue with: bilm train --resume --out {out}"
         ) from None
-    click.echo(
-        f"done: {result['step']:,} steps, valid ppl {result['valid_ppl']:.2f} "
-        f"(best {result['best_valid_ppl']:.2f}), {result['tokens_per_s']:,.0f} tokens/s -> {out}"
+    click.echo(summary_line(result, out))
+
+
+# `bilm train` options that a resumed run may change; every other one given with --resume must match the run.
+RESUME_SETTINGS = {
+    "out", "resume", "max_steps", "max_minutes", "epochs", "device", "save_every_minutes", "max_bad_steps",
+    "corpus_dir", "data_dir",
+}  # fmt: skip
+# Options whose config field has another name (the rest: train.<option>).
+RUN_FIELDS = {
+    "kind": "model.kind",
+    "cell": "model.cell",
+    "init": "model.init",
+    "layers": "model.layers",
+    "hidden": "model.hidden_size",
+    "emb": "model.emb_size",
+    "dropout": "model.dropout",
+    "locked_dropout": "model.locked_dropout",
+    "unigram_bias": "model.unigram_bias",
+    "tie": "model.tie_weights",
+    "output": "model.output",
+    "corpus": "data.corpus",
+    "max_vocab": "data.max_vocab",
+    "min_freq": "data.min_freq",
+    "lowercase": "data.lowercase",
+    "patience": "train.early_stop",
+}
+
+
+def _given(ctx: click.Context) -> dict:
+    """The options the user typed (or set through the environment), not their defaults."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in typed}
+
+
+def summary_line(result: dict, out) -> str:
+    """The last line of `bilm train`; a run that never validated has no perplexity, shown as -."""
+    ppl = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    return (
+        f"done: {result['step']:,} steps, valid ppl {ppl(result.get('valid_ppl'))} "
+        f"(best {ppl(result.get('best_valid_ppl'))}), {result.get('tokens_per_s') or 0:,.0f} tokens/s -> {out}"
     )
 
 
@@ -270,7 +342,7 @@ query_options = [
         help="Machine-readable candidates with probabilities and the filled `sequence` (one JSON object a line "
         "with --input).",
     ),
-    click.option("--device", default="cpu", show_default=True),
+    device_option("cpu"),
     threads_option(),
 ]
 BATCH_LINES = 64  # lines answered in one forward pass with --input

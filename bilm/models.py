@@ -48,8 +48,9 @@ class ModelConfig:
     cutoffs: list[int] = field(default_factory=lambda: [1000, 10000])
     # The output bias starts at the train split's word frequencies (the adaptive head gets a bias for it).
     # It cut uni's WikiText-2 valid ppl after one epoch from 305 to 201, and bi's pseudo-ppl after
-    # 4,600 steps from 59.8 to 48.0 (docs/quality.md).
-    unigram_bias: bool = True
+    # 4,600 steps from 59.8 to 48.0 (docs/quality.md). None: on, except for bi with a tied full softmax
+    # (tiny vocabularies), where it held the tests' bi model at pseudo-ppl 3.2 instead of 1.3.
+    unigram_bias: bool | None = None
     pad_id: int = 0
     unk_id: int = 1
     bos_id: int = 2
@@ -58,6 +59,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def wants_unigram_bias(self) -> bool:
+        if self.unigram_bias is not None:
+            return self.unigram_bias
+        return self.kind == "uni" or not (self.tie_weights and not adaptive_cutoffs(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -163,7 +170,7 @@ def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
 def make_output(cfg: ModelConfig, in_features: int) -> nn.Module:
     cutoffs = adaptive_cutoffs(cfg)
     if cutoffs:
-        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.unigram_bias)
+        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.wants_unigram_bias)
     return FullSoftmax(in_features, cfg.vocab_size)
 
 

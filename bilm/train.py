@@ -754,6 +754,7 @@ def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple
     tok = data.tokenizer
     ids = dict(pad_id=tok.pad_id, unk_id=tok.unk_id, bos_id=tok.bos_id, eos_id=tok.eos_id, blank_id=tok.blank_id)
     cfg = replace(cfg, vocab_size=len(tok), **ids)
+    cfg = replace(cfg, unigram_bias=cfg.wants_unigram_bias)  # the checkpoint records what was done
     model = build_model(cfg)
     if fresh and cfg.unigram_bias:
         model.start_at_unigram(unigram_counts(data.stream("train"), len(tok)))

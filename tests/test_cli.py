@@ -67,13 +67,15 @@ def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
     result = run("fill", tmp_path / "bi", "the ___ then then moos .", "--choices", "cat,cow,zebra", "--json")
     [bi] = json.loads(result.output)
     assert [c["word"] for c in bi["candidates"]] == ["cow", "cat", "zebra"]
-    assert bi["candidates"][2] == {"word": "zebra", "prob": None, "known": False}
+    zebra = {"word": "zebra", "prob": None, "known": False, "sequence": "the zebra then then moos .", "tokens": 1}
+    assert bi["candidates"][2] == zebra
+    assert bi["candidates"][0]["sequence"] == "the cow then then moos ."
     result = run("fill", tmp_path / "uni", "the ___ then then moos .", "--choices", "cat,zebra", "--json")
     left, rescored = json.loads(result.output)
     assert (left["method"], rescored["method"]) == ("uni-left", "uni-rescore")
     assert rescored["candidates"] == [
-        {"word": "cat", "prob": 1.0, "known": True},
-        {"word": "zebra", "prob": None, "known": False},
+        {"word": "cat", "prob": 1.0, "known": True, "sequence": "the cat then then moos .", "tokens": 1},
+        {"word": "zebra", "prob": None, "known": False, "sequence": "the zebra then then moos .", "tokens": 1},
     ]
     result = run("fill", tmp_path / "bi", "the ___ then purrs .")
     assert "not in the vocabulary (read as <unk>): purrs" in result.output

@@ -124,3 +124,12 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "ck3" / "config.json").write_text("{broken")
     with pytest.raises(BilmError, match="config.json is corrupt"):
         load_checkpoint(tmp_path / "ck3")
+
+
+def test_unigram_bias_start_is_on_except_for_bi_with_a_tied_full_softmax():
+    adaptive = dict(vocab_size=30_000, output="adaptive")
+    assert ModelConfig(kind="uni", **adaptive).wants_unigram_bias and ModelConfig(kind="bi", **adaptive).wants_unigram_bias
+    assert ModelConfig(kind="uni", vocab_size=20, output="full").wants_unigram_bias
+    assert not ModelConfig(kind="bi", vocab_size=20, output="full").wants_unigram_bias  # tied: held on a plateau
+    assert ModelConfig(kind="bi", vocab_size=20, output="full", tie_weights=False).wants_unigram_bias
+    assert not ModelConfig(kind="uni", unigram_bias=False, **adaptive).wants_unigram_bias

@@ -94,10 +94,19 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True)
 @click.option("--init", type=click.Choice(INITS), default="default", show_default=True, help="Recurrent weights.")
-@click.option("--layers", type=positive, default=2, show_default=True)
-@click.option("--hidden", type=positive, default=200, show_default=True)
-@click.option("--emb", type=positive, default=200, show_default=True)
-@click.option("--dropout", type=probability, default=0.1, show_default=True)
+@click.option(
+    "--preset",
+    "preset_name",
+    type=click.Choice(["small", "large"]),
+    default="small",
+    show_default=True,
+    help="Model size for the budget: small 2x200, dropout 0.1 (minutes); large 2x400, emb 400, dropout 0.4 "
+    "(bi 0.25) (about an hour). --layers/--hidden/--emb/--dropout override it.",
+)
+@click.option("--layers", type=positive, default=None, help="[default: from --preset]")
+@click.option("--hidden", type=positive, default=None, help="[default: from --preset]")
+@click.option("--emb", type=positive, default=None, help="[default: from --preset]")
+@click.option("--dropout", type=probability, default=None, help="[default: from --preset]")
 @click.option(
     "--locked-dropout/--per-step-dropout",
     default=True,
@@ -107,7 +116,8 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option(
     "--unigram-bias/--no-unigram-bias",
     default=None,
-    help="Start the output bias at the word frequencies [default: uni yes, bi no].",
+    help="Start the output bias at the train split's word frequencies [default: yes, except bi with a tied full "
+    "softmax].",
 )
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
@@ -153,10 +163,11 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
     show_default=True,
-    help="bf16: autocast the training step (validation stays fp32).",
+    help="bf16: autocast the training step (validation stays fp32); auto: bf16 where the CPU (AVX512-BF16, AMX) "
+    "or GPU has it natively, else fp32.",
 )
 @click.option("--seed", type=int, default=1234, show_default=True)
 @device_option()
@@ -171,6 +182,7 @@ def train(
     resume,
     cell,
     init,
+    preset_name,
     layers,
     hidden,
     emb,
@@ -206,8 +218,9 @@ def train(
     data_dir,
 ):
     """Train a uni (next word) or bi (fill in the blank) model. Ctrl-C saves last/ for --resume."""
+    from . import distributed
     from .data import DataConfig
-    from .models import ModelConfig
+    from .models import ModelConfig, preset
     from .train import TrainConfig
     from .train import train as run_train
 
@@ -216,14 +229,14 @@ def train(
     if resume:  # what may change in a resumed run, when asked for
         budget.update({k: v for k, v in given.items() if k in RESUME_SETTINGS})
     data_cfg = DataConfig(corpus, max_vocab, min_freq, lowercase)
+    sizes = preset(preset_name, kind)
+    given_sizes = dict(layers=layers, hidden_size=hidden, emb_size=emb, dropout=dropout)
+    sizes.update({k: v for k, v in given_sizes.items() if v is not None})
     model_cfg = ModelConfig(
         kind=kind,
         cell=cell,
         init=init,
-        emb_size=emb,
-        hidden_size=hidden,
-        layers=layers,
-        dropout=dropout,
+        **sizes,
         locked_dropout=locked_dropout,
         unigram_bias=unigram_bias,
         tie_weights=tie,
@@ -249,15 +262,19 @@ def train(
         max_bad_steps=max_bad_steps,
     )
     fields = {RUN_FIELDS.get(k, f"train.{k}"): v for k, v in given.items() if k not in RESUME_SETTINGS}
+    if fields.pop("train.preset_name", None):  # a preset given with --resume must match the run's sizes
+        fields.update({f"model.{k}": v for k, v in sizes.items() if f"model.{k}" not in fields})
     try:
         result = run_train(
             data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo, given=fields
         )
     except KeyboardInterrupt:
-        raise BilmError(
-            f"interrupted: progress saved in {out}/last; continue with: bilm train --resume --out {out}"
-        ) from None
-    click.echo(summary_line(result, out))
+        if not distributed.is_main():  # torchrun: rank 0 speaks for the job
+            raise SystemExit(130) from None
+        saved = "the last periodic save is in" if distributed.launched() else "progress saved in"
+        raise BilmError(f"interrupted: {saved} {out}/last; continue with: bilm train --resume --out {out}") from None
+    if distributed.is_main():
+        click.echo(summary_line(result, out))
 
 
 # `bilm train` options that a resumed run may change; every other one given with --resume must match the run.
@@ -437,11 +454,11 @@ def fill(checkpoint, text, k, choices, input_file, as_json, device):
 def _register() -> None:
     """Commands that live beside the modules they drive (each imports torch lazily)."""
     from .cli_eval import evaluate, mscc
-    from .lab_cli import bench, gradients
+    from .lab_cli import bench, gradients, ledger
     from .repl import repl
     from .serve import serve
 
-    for command in (repl, evaluate, mscc, gradients, bench, serve):
+    for command in (repl, evaluate, mscc, gradients, bench, ledger, serve):
         cli.add_command(command)
 
 

@@ -72,6 +72,23 @@ class ModelConfig:
         return cls(**{"unigram_bias": False, **d})
 
 
+# Model sizes by training budget (docs/quality.md). `small` is ModelConfig's own default: the best per
+# CPU-minute for runs of minutes (`make demo`); `large` for runs of about an hour (`make models`),
+# with more dropout for uni, whose stream it sees several times.
+PRESETS = {
+    "small": dict(layers=2, hidden_size=200, emb_size=200, dropout=0.1),
+    "large": dict(layers=2, hidden_size=400, emb_size=400, dropout=0.4),
+}
+PRESET_OVERRIDES = {("large", "bi"): dict(dropout=0.25)}
+
+
+def preset(name: str, kind: str) -> dict:
+    """The ModelConfig fields of a preset for a model kind."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose {' or '.join(PRESETS)}")
+    return {**PRESETS[name], **PRESET_OVERRIDES.get((name, kind), {})}
+
+
 @dataclass
 class Batch:
     """A training or evaluation batch.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -119,6 +120,13 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     help="Start the output bias at the train split's word frequencies [default: yes, except bi with a tied full "
     "softmax].",
 )
+@click.option(
+    "--aux-lm",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="bi: add each stack's own next/previous-word loss (ELMo) with this weight.",
+)
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -139,6 +147,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--max-minutes", type=rate, default=None, help="Wall-clock budget, validation included.")
 @click.option("--patience", type=count, default=3, show_default=True, help="Early stop after N worse validations.")
 @click.option("--eval-every", type=count, default=0, show_default=True, help="Also validate every N steps.")
+@click.option("--log-every", type=positive, default=100, show_default=True, help="Steps per metrics.jsonl record.")
 @click.option(
     "--save-every-minutes",
     type=non_negative,
@@ -189,6 +198,7 @@ def train(
     dropout,
     locked_dropout,
     unigram_bias,
+    aux_lm,
     tie,
     output,
     optimizer,
@@ -205,6 +215,7 @@ def train(
     max_minutes,
     patience,
     eval_every,
+    log_every,
     save_every_minutes,
     max_bad_steps,
     schedule,
@@ -239,6 +250,7 @@ def train(
         **sizes,
         locked_dropout=locked_dropout,
         unigram_bias=unigram_bias,
+        aux_lm=aux_lm,
         tie_weights=tie,
         output=output,
     )
@@ -254,6 +266,7 @@ def train(
         log_input_grads=log_input_grads,
         early_stop=patience,
         eval_every=eval_every,
+        log_every=log_every,
         schedule=schedule,
         precision=precision,
         seed=seed,
@@ -274,7 +287,7 @@ def train(
         saved = "the last periodic save is in" if distributed.launched() else "progress saved in"
         raise BilmError(f"interrupted: {saved} {out}/last; continue with: bilm train --resume --out {out}") from None
     if distributed.is_main():
-        click.echo(summary_line(result, out))
+        click.echo(summary_line(result, out, _run_kind(out, model_cfg.kind)))
 
 
 # `bilm train` options that a resumed run may change; every other one given with --resume must match the run.
@@ -293,6 +306,7 @@ RUN_FIELDS = {
     "dropout": "model.dropout",
     "locked_dropout": "model.locked_dropout",
     "unigram_bias": "model.unigram_bias",
+    "aux_lm": "model.aux_lm",
     "tie": "model.tie_weights",
     "output": "model.output",
     "corpus": "data.corpus",
@@ -311,11 +325,24 @@ def _given(ctx: click.Context) -> dict:
     return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in typed}
 
 
-def summary_line(result: dict, out) -> str:
-    """The last line of `bilm train`; a run that never validated has no perplexity, shown as -."""
+def _run_kind(out, default: str) -> str:
+    """The model kind of the run in `out` (a resumed run's own, not the --model default)."""
+    from .checkpoint import read_config
+
+    try:
+        return read_config(Path(out) / "last")["model"]["kind"]
+    except (BilmError, KeyError, TypeError):
+        return default
+
+
+def summary_line(result: dict, out, kind: str = "uni") -> str:
+    """The last line of `bilm train`; a run that never validated has no perplexity, shown as -.
+
+    bi's figure is labelled a pseudo-perplexity: it is not comparable with uni's."""
     ppl = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    label = "valid pseudo-ppl" if kind == "bi" else "valid ppl"
     return (
-        f"done: {result['step']:,} steps, valid ppl {ppl(result.get('valid_ppl'))} "
+        f"done: {result['step']:,} steps, {label} {ppl(result.get('valid_ppl'))} "
         f"(best {ppl(result.get('best_valid_ppl'))}), {result.get('tokens_per_s') or 0:,.0f} tokens/s -> {out}"
     )
 

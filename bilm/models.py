@@ -51,6 +51,7 @@ class ModelConfig:
     # 4,600 steps from 59.8 to 48.0 (docs/quality.md). None: on, except for bi with a tied full softmax
     # (tiny vocabularies), where it held the tests' bi model at pseudo-ppl 3.2 instead of 1.3.
     unigram_bias: bool | None = None
+    aux_lm: float = 0.0  # bi: weight of each stack's own next/previous-word loss (ELMo); 0 = off
     pad_id: int = 0
     unk_id: int = 1
     bos_id: int = 2
@@ -288,13 +289,22 @@ class BiLM(LanguageModel):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, L) = <bos> w1..wn <eos> -> features (B, L-2, H) predicting w1..wn."""
-        left, right = self.context(ids, lengths)
+        return self.features(*self.context(ids, lengths))
+
+    def features(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return self.drop(torch.tanh(self.combine(torch.cat([left, right], dim=-1))))
 
     def loss(self, batch: Batch, state=None):
-        logp = self.sequence_log_probs(batch.inputs, batch.lengths)
-        mask = _length_mask(batch.lengths, logp.size(1))
-        return -(logp * mask).sum() / mask.sum(), None
+        """Mean -log p(w_t | both sides) over the words; with `aux_lm`, plus that weight times the mean of
+        each stack's own language-model loss (ELMo): f_{t-1} alone predicts w_t, and so does b_{t+1}."""
+        left, right = self.context(batch.inputs, batch.lengths)
+        mask = _length_mask(batch.lengths, left.size(1))
+        targets = batch.inputs[:, 1:-1][mask]
+        loss = -self.target_log_prob(self.features(left, right)[mask], targets).float().mean()
+        if self.cfg.aux_lm:
+            sides = [-self.target_log_prob(self.drop(h)[mask], targets).float().mean() for h in (left, right)]
+            loss = loss + self.cfg.aux_lm * (sides[0] + sides[1]) / 2
+        return loss, None
 
     def sequence_log_probs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """log p(w_t | all other words) for every word; (B, L-2), 0 past each row's length."""

@@ -83,7 +83,9 @@ def load_models(paths: list[str], device: str = "cpu") -> list[Served]:
     """Load each checkpoint once; named after its run folder (`checkpoints/demo-bi` -> demo-bi)."""
     from .checkpoint import resolve
     from .predict import Predictor
+    from .train import resolve_device
 
+    device = str(resolve_device(device))  # auto: CUDA when available
     served, names = [], set()
     for path in paths:
         folder = resolve(path)

@@ -87,6 +87,11 @@ def test_two_checkpoints_from_folders_of_the_same_name_get_distinct_names(traine
     assert [m.name for m in load_models([trained["bi"], trained["bi"]])] == ["bi", "bi-2"]
 
 
+def test_device_auto_loads_where_torch_can_run(trained):
+    (m,) = load_models([trained["bi"]], device="auto")
+    assert m.predictor.fill(FILL, 2)[0].method == "bi"
+
+
 def test_health(client):
     assert client.get("/health").json() == {"status": "ok", "models": ["bi", "uni"]}
 

@@ -5,6 +5,7 @@ bilm train --model uni --corpus wikitext-2 --max-minutes 20 --out checkpoints/wt
 bilm predict checkpoints/wt2-uni "the boys went to the" -k 10
 bilm fill checkpoints/wt2-bi "the boys went to the ___ and then got out of the pool ." -k 10
 bilm repl checkpoints/wt2-bi --compare checkpoints/wt2-uni
+bilm serve checkpoints/wt2-bi --compare checkpoints/wt2-uni
 bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --out reports/wt2
 bilm gradients checkpoints/wt2-uni --lengths 10,20,40,80 --out reports/gradients
 """
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
+from .cells import CELLS, INITS
 from .errors import BilmError
+from .options import count, device_option, non_negative, positive, probability, rate, vocab_size
+from .threads import threads_option
 
 
 class BilmGroup(click.Group):
@@ -51,9 +56,11 @@ data_dir_option = click.option(
 
 def data_options(f):
     f = click.option(
-        "--max-vocab", type=int, default=None, help="Keep the N most frequent train words (incl. specials)."
+        "--max-vocab", type=vocab_size, default=None, help="Keep the N most frequent train words (incl. specials)."
     )(f)
-    f = click.option("--min-freq", type=int, default=1, show_default=True, help="Drop train words seen fewer times.")(f)
+    f = click.option(
+        "--min-freq", type=positive, default=1, show_default=True, help="Drop train words seen fewer times."
+    )(f)
     f = click.option("--lowercase/--keep-case", default=None, help="Lower-case the text (default: per corpus).")(f)
     return f
 
@@ -63,6 +70,7 @@ def data_options(f):
 @data_options
 @corpus_dir_option
 @data_dir_option
+@threads_option()
 def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     """Tokenize CORPUS once into the cache: wikitext-2, ptb, gutenberg, a folder of .txt, or hf:NAME."""
     from .data import DataConfig
@@ -85,12 +93,21 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     "--out", type=click.Path(file_okay=False), required=True, help="Run folder (best/, last/, metrics.jsonl)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
-@click.option("--cell", default="lstm", show_default=True, help="lstm, gru, rnn-tanh, rnn-relu, ...")
-@click.option("--init", default="default", show_default=True, help="Recurrent weight initialisation.")
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--hidden", type=int, default=200, show_default=True)
-@click.option("--emb", type=int, default=200, show_default=True)
-@click.option("--dropout", type=float, default=0.1, show_default=True)
+@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True)
+@click.option("--init", type=click.Choice(INITS), default="default", show_default=True, help="Recurrent weights.")
+@click.option(
+    "--preset",
+    "preset_name",
+    type=click.Choice(["small", "large"]),
+    default="small",
+    show_default=True,
+    help="Model size for the budget: small 2x200, dropout 0.1 (minutes); large 2x400, emb 400, dropout 0.4 "
+    "(bi 0.25) (about an hour). --layers/--hidden/--emb/--dropout override it.",
+)
+@click.option("--layers", type=positive, default=None, help="[default: from --preset]")
+@click.option("--hidden", type=positive, default=None, help="[default: from --preset]")
+@click.option("--emb", type=positive, default=None, help="[default: from --preset]")
+@click.option("--dropout", type=probability, default=None, help="[default: from --preset]")
 @click.option(
     "--locked-dropout/--per-step-dropout",
     default=True,
@@ -100,24 +117,51 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option(
     "--unigram-bias/--no-unigram-bias",
     default=None,
-    help="Start the output bias at the word frequencies [default: uni yes, bi no].",
+    help="Start the output bias at the train split's word frequencies [default: yes, except bi with a tied full "
+    "softmax].",
+)
+@click.option(
+    "--aux-lm",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="bi: add each stack's own next/previous-word loss (ELMo) with this weight.",
 )
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--bptt", type=int, default=35, show_default=True, help="Truncated BPTT length (uni).")
-@click.option("--clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0: off).")
-@click.option("--clip-value", type=float, default=0.0, show_default=True, help="Clip each gradient entry (0: off).")
-@click.option("--norm-penalty", type=float, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight.")
+@click.option("--lr", type=rate, default=3e-3, show_default=True)
+@click.option("--weight-decay", type=non_negative, default=0.0, show_default=True)
+@click.option("--batch-size", type=positive, default=64, show_default=True)
+@click.option("--bptt", type=positive, default=35, show_default=True, help="Truncated BPTT length (uni).")
+@click.option("--clip", type=non_negative, default=1.0, show_default=True, help="Max gradient norm (0: off).")
+@click.option(
+    "--clip-value", type=non_negative, default=0.0, show_default=True, help="Clip each gradient entry (0: off)."
+)
+@click.option(
+    "--norm-penalty", type=non_negative, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight."
+)
 @click.option("--log-input-grads", is_flag=True, help="Log ||dL/dx_t|| at the first/last step of each window (uni).")
-@click.option("--epochs", type=int, default=None, help="[default: 40]")
-@click.option("--max-steps", type=int, default=None)
-@click.option("--max-minutes", type=float, default=None, help="Wall-clock budget, validation included.")
-@click.option("--patience", type=int, default=3, show_default=True, help="Early stop after N worse validations.")
-@click.option("--eval-every", type=int, default=0, show_default=True, help="Also validate every N steps.")
+@click.option("--epochs", type=positive, default=None, help="[default: 40]")
+@click.option("--max-steps", type=positive, default=None)
+@click.option("--max-minutes", type=rate, default=None, help="Wall-clock budget, validation included.")
+@click.option("--patience", type=count, default=3, show_default=True, help="Early stop after N worse validations.")
+@click.option("--eval-every", type=count, default=0, show_default=True, help="Also validate every N steps.")
+@click.option("--log-every", type=positive, default=100, show_default=True, help="Steps per metrics.jsonl record.")
+@click.option(
+    "--save-every-minutes",
+    type=non_negative,
+    default=2.0,
+    show_default=True,
+    help="Also write last/ this often (0: at validations only); never more than 2% of the time.",
+)
+@click.option(
+    "--max-bad-steps",
+    type=positive,
+    default=10,
+    show_default=True,
+    help="Non-finite steps in a row (skipped) before rolling back to last/ with a lower learning rate.",
+)
 @click.option(
     "--schedule",
     type=click.Choice(["plateau", "warmdown", "cosine"]),
@@ -128,16 +172,18 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
     show_default=True,
-    help="bf16: autocast the training step (validation stays fp32).",
+    help="bf16: autocast the training step (validation stays fp32); auto: bf16 where the CPU (AVX512-BF16, AMX) "
+    "or GPU has it natively, else fp32.",
 )
 @click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @data_options
 @corpus_dir_option
 @data_dir_option
+@threads_option()
 def train(
     kind,
     corpus,
@@ -145,12 +191,14 @@ def train(
     resume,
     cell,
     init,
+    preset_name,
     layers,
     hidden,
     emb,
     dropout,
     locked_dropout,
     unigram_bias,
+    aux_lm,
     tie,
     output,
     optimizer,
@@ -167,6 +215,9 @@ def train(
     max_minutes,
     patience,
     eval_every,
+    log_every,
+    save_every_minutes,
+    max_bad_steps,
     schedule,
     precision,
     seed,
@@ -180,22 +231,26 @@ def train(
     """Train a uni (next word) or bi (fill in the blank) model. Ctrl-C saves last/ for --resume."""
     from . import distributed
     from .data import DataConfig
-    from .models import ModelConfig
+    from .models import ModelConfig, preset
     from .train import TrainConfig
     from .train import train as run_train
 
     budget = dict(max_steps=max_steps, max_minutes=max_minutes, epochs=epochs)
+    given = _given(click.get_current_context())
+    if resume:  # what may change in a resumed run, when asked for
+        budget.update({k: v for k, v in given.items() if k in RESUME_SETTINGS})
     data_cfg = DataConfig(corpus, max_vocab, min_freq, lowercase)
+    sizes = preset(preset_name, kind)
+    given_sizes = dict(layers=layers, hidden_size=hidden, emb_size=emb, dropout=dropout)
+    sizes.update({k: v for k, v in given_sizes.items() if v is not None})
     model_cfg = ModelConfig(
         kind=kind,
         cell=cell,
         init=init,
-        emb_size=emb,
-        hidden_size=hidden,
-        layers=layers,
-        dropout=dropout,
+        **sizes,
         locked_dropout=locked_dropout,
         unigram_bias=unigram_bias,
+        aux_lm=aux_lm,
         tie_weights=tie,
         output=output,
     )
@@ -211,27 +266,91 @@ def train(
         log_input_grads=log_input_grads,
         early_stop=patience,
         eval_every=eval_every,
+        log_every=log_every,
         schedule=schedule,
         precision=precision,
         seed=seed,
         device=device,
+        save_every_minutes=save_every_minutes,
+        max_bad_steps=max_bad_steps,
     )
+    fields = {RUN_FIELDS.get(k, f"train.{k}"): v for k, v in given.items() if k not in RESUME_SETTINGS}
+    if fields.pop("train.preset_name", None):  # a preset given with --resume must match the run's sizes
+        fields.update({f"model.{k}": v for k, v in sizes.items() if f"model.{k}" not in fields})
     try:
-        result = run_train(data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo)
+        result = run_train(
+            data_cfg, model_cfg, train_cfg, out, corpus_dir, data_dir, resume, budget, log=click.echo, given=fields
+        )
     except KeyboardInterrupt:
         if not distributed.is_main():  # torchrun: rank 0 speaks for the job
             raise SystemExit(130) from None
         saved = "the last periodic save is in" if distributed.launched() else "progress saved in"
         raise BilmError(f"interrupted: {saved} {out}/last; continue with: bilm train --resume --out {out}") from None
     if distributed.is_main():
-        click.echo(
-            f"done: {result['step']:,} steps, valid ppl {result['valid_ppl']:.2f} "
-            f"(best {result['best_valid_ppl']:.2f}), {result['tokens_per_s']:,.0f} tokens/s -> {out}"
-        )
+        click.echo(summary_line(result, out, _run_kind(out, model_cfg.kind)))
+
+
+# `bilm train` options that a resumed run may change; every other one given with --resume must match the run.
+RESUME_SETTINGS = {
+    "out", "resume", "max_steps", "max_minutes", "epochs", "device", "save_every_minutes", "max_bad_steps",
+    "corpus_dir", "data_dir",
+}  # fmt: skip
+# Options whose config field has another name (the rest: train.<option>).
+RUN_FIELDS = {
+    "kind": "model.kind",
+    "cell": "model.cell",
+    "init": "model.init",
+    "layers": "model.layers",
+    "hidden": "model.hidden_size",
+    "emb": "model.emb_size",
+    "dropout": "model.dropout",
+    "locked_dropout": "model.locked_dropout",
+    "unigram_bias": "model.unigram_bias",
+    "aux_lm": "model.aux_lm",
+    "tie": "model.tie_weights",
+    "output": "model.output",
+    "corpus": "data.corpus",
+    "max_vocab": "data.max_vocab",
+    "min_freq": "data.min_freq",
+    "lowercase": "data.lowercase",
+    "patience": "train.early_stop",
+}
+
+
+def _given(ctx: click.Context) -> dict:
+    """The options the user typed (or set through the environment), not their defaults."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in typed}
+
+
+def _run_kind(out, default: str) -> str:
+    """The model kind of the run in `out` (a resumed run's own, not the --model default)."""
+    from .checkpoint import read_config
+
+    try:
+        return read_config(Path(out) / "last")["model"]["kind"]
+    except (BilmError, KeyError, TypeError):
+        return default
+
+
+def summary_line(result: dict, out, kind: str = "uni") -> str:
+    """The last line of `bilm train`; a run that never validated has no perplexity, shown as -.
+
+    bi's figure is labelled a pseudo-perplexity: it is not comparable with uni's."""
+    ppl = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    label = "valid pseudo-ppl" if kind == "bi" else "valid ppl"
+    return (
+        f"done: {result['step']:,} steps, {label} {ppl(result.get('valid_ppl'))} "
+        f"(best {ppl(result.get('best_valid_ppl'))}), {result.get('tokens_per_s') or 0:,.0f} tokens/s -> {out}"
+    )
 
 
 def _choices(value: str | None) -> list[str] | None:
-    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+    from .choices import split_choices
+
+    return split_choices(value)
 
 
 def _show(predictions, as_json: bool) -> None:
@@ -251,12 +370,26 @@ def _show(predictions, as_json: bool) -> None:
 
 query_options = [
     click.argument("checkpoint", type=click.Path()),
-    click.argument("text"),
+    click.argument("text", required=False),
     click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True),
     click.option("--choices", help="Rank these comma-separated candidates instead of the top k."),
-    click.option("--json", "as_json", is_flag=True, help="Machine-readable candidates with probabilities."),
-    click.option("--device", default="cpu", show_default=True),
+    click.option(
+        "--input",
+        "input_file",
+        type=click.File("r", encoding="utf-8"),
+        help="Answer every line of FILE (- : stdin), in batches; TEXT `-` is the same as --input -.",
+    ),
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Machine-readable candidates with probabilities and the filled `sequence` (one JSON object a line "
+        "with --input).",
+    ),
+    device_option("cpu"),
+    threads_option(),
 ]
+BATCH_LINES = 64  # lines answered in one forward pass with --input
 
 
 def _query_command(f):
@@ -265,31 +398,94 @@ def _query_command(f):
     return f
 
 
+def _lines(text: str | None, input_file) -> object | None:
+    """The input lines for a batch run (--input FILE, or TEXT `-` for stdin); None for one TEXT."""
+    if text is not None and input_file is not None:
+        raise BilmError("give TEXT or --input FILE, not both")
+    if text == "-":
+        return sys.stdin
+    if input_file is None and text is None:
+        raise BilmError("give the TEXT, or - to read one sentence a line from stdin, or --input FILE")
+    return input_file
+
+
+def _answer_lines(predictor, lines, fill: bool, k: int, choices, as_json: bool) -> None:
+    """Answer a stream of lines BATCH_LINES at a time; a bad line gets an error record and exit status 1 at the end."""
+    failed, total = [], 0
+
+    def flush(batch):
+        results = predictor.answer_lines([t for _, t in batch], fill, k, choices, BATCH_LINES)
+        for (number, text), result in zip(batch, results, strict=True):
+            error = str(result) if isinstance(result, BilmError) else None
+            if error:
+                failed.append(number)
+            if as_json:
+                record = dict(line=number, input=text)
+                record.update(error=error) if error else record.update(predictions=[p.to_dict() for p in result])
+                click.echo(json.dumps(record))
+            else:
+                click.echo(f"[{number}] {text}")
+                click.echo(f"error: {error}") if error else _show(result, False)
+        sys.stdout.flush()
+
+    batch = []
+    for number, line in enumerate(lines, 1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        total += 1
+        batch.append((number, text))
+        if len(batch) == BATCH_LINES:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        raise BilmError(f"{len(failed)} of {total} lines failed (line {shown}); the others were answered")
+
+
 @cli.command()
 @_query_command
-def predict(checkpoint, text, k, choices, as_json, device):
-    """Next word after TEXT (uni model; a bi model fills a blank at the end)."""
+def predict(checkpoint, text, k, choices, input_file, as_json, device):
+    """Next word after TEXT (uni model; a bi model fills a blank at the end).
+
+    TEXT `-` or --input FILE: one text a line, answered in batches.
+    """
     from .predict import Predictor
 
-    _show([Predictor.load(checkpoint, device).predict(text, k, _choices(choices))], as_json)
+    lines = _lines(text, input_file)
+    predictor = Predictor.load(checkpoint, device)
+    if lines is not None:
+        return _answer_lines(predictor, lines, False, k, _choices(choices), as_json)
+    _show([predictor.predict(text, k, _choices(choices))], as_json)
 
 
 @cli.command()
 @_query_command
-def fill(checkpoint, text, k, choices, as_json, device):
-    """Fill the one blank (___) in TEXT: bi directly; uni by left context and by rescoring."""
+def fill(checkpoint, text, k, choices, input_file, as_json, device):
+    """Fill the one blank (___, [MASK] or <mask>) in TEXT: bi directly; uni by left context and by rescoring.
+
+    TEXT `-` or --input FILE: one sentence a line, answered in batches, e.g.
+    bilm fill CKPT --input sentences.txt --json > answers.jsonl
+    """
     from .predict import Predictor
 
-    _show(Predictor.load(checkpoint, device).fill(text, k, _choices(choices)), as_json)
+    lines = _lines(text, input_file)
+    predictor = Predictor.load(checkpoint, device)
+    if lines is not None:
+        return _answer_lines(predictor, lines, True, k, _choices(choices), as_json)
+    _show(predictor.fill(text, k, _choices(choices)), as_json)
 
 
 def _register() -> None:
     """Commands that live beside the modules they drive (each imports torch lazily)."""
     from .cli_eval import evaluate, mscc
-    from .lab_cli import bench, gradients
+    from .lab_cli import bench, gradients, ledger
     from .repl import repl
+    from .serve import serve
 
-    for command in (repl, evaluate, mscc, gradients, bench):
+    for command in (repl, evaluate, mscc, gradients, bench, ledger, serve):
         cli.add_command(command)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from .errors import BilmError
+from .options import count, device_option
+from .threads import threads_option
 
 # torch, matplotlib and the models load inside the functions: `bilm --help` stays instant.
 
@@ -43,13 +45,15 @@ def run_evaluate(
     device: str = "auto",
     log=print,
     gradients: str | Path | None = None,
+    text: str | Path | None = None,
 ) -> dict:
     """Perplexity and fill-in accuracy on `split` of the models' corpus; writes the report into `out`.
 
     `cfg` is an `evaluate.FillConfig`. `gradients`: a `bilm gradients --out` folder whose
-    section joins the report. Returns the report paths and every figure.
+    section joins the report. `text`: a text file to evaluate on instead of `split`.
+    Returns the report paths and every figure.
     """
-    from .data import DataConfig, prepare
+    from .data import DataConfig, prepare, prepare_text
     from .evaluate import fill_in, lm_quality, summarize
     from .report import Report, curves_section, fill_section, lm_section, run_meta
     from .train import resolve_device
@@ -70,18 +74,26 @@ def run_evaluate(
         raise BilmError(
             "the checkpoints were trained on different corpora or vocabularies: their ranks would not compare"
         )
-    data = prepare(DataConfig(**first.config["data"]), corpus_dir or first.config.get("corpus_dir"), data_dir, log=log)
+    if text is not None:  # the user's own held-out text, read with the checkpoints' tokenizer
+        data, split = prepare_text(text, first.tokenizer, data_dir), "text"
+    else:
+        corpus_dir = corpus_dir or first.config.get("corpus_dir")
+        data = prepare(DataConfig(**first.config["data"]), corpus_dir, data_dir, log=log)
     if data.tokenizer.to_str() != first.tokenizer.to_str():
         raise BilmError(f"{data.path}: the prepared vocabulary differs from the checkpoint's (corpus files changed?)")
     ids, spans = data.stream(split), data.spans(split)
     quality = {role: lm_quality(c.model, ids, spans, dev) for role, c in ckpts.items()}
     for role, q in quality.items():
         log(
-            f"{role}: {split} perplexity {q['ppl']:.2f} over {q['tokens']:,} tokens ({100 * q['unk_rate']:.2f} % <unk>)"
+            f"{role}: {split} {'pseudo-perplexity' if role == 'bi' else 'perplexity'} {q['ppl']:.2f} over "
+            f"{q['tokens']:,} tokens ({100 * q['unk_rate']:.2f} % <unk>)"
         )
     sentences = list(data.sentences(split))
     result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
-    summary = summarize(result, data.tokenizer, cfg)
+    summary = summarize(result, data.tokenizer, cfg, data.documents(split), data.document_unit)
+    r = summary["resampled"]
+    note = f" ({r['note']})" if r["note"] else ""
+    log(f"intervals: {r['resamples']} bootstrap resamples of {r['units']:,} {r['unit']}s{note}")
     for method, groups in summary["methods"].items():
         a = groups["all"]["all"]
         log(f"{method:<12} top-1 {100 * a['top1']:5.1f} %  top-5 {100 * a['top5']:5.1f} %  ({a['n']:,} blanks)")
@@ -138,7 +150,8 @@ def _model(ckpts: dict, role: str):
 checkpoint_options = [
     click.option("--uni", type=click.Path(), help="uni checkpoint or run folder."),
     click.option("--bi", type=click.Path(), help="bi checkpoint or run folder."),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    device_option(),
+    threads_option(),
 ]
 
 
@@ -154,8 +167,14 @@ def _with(options):
 @click.command()
 @_with(checkpoint_options)
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option(
+    "--text",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Evaluate on this text file instead (UTF-8, paragraphs split into sentences as the corpus readers do).",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
-@click.option("--rescore-sample", type=int, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
+@click.option("--rescore-sample", type=count, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
 @click.option(
     "--shortlist", type=click.IntRange(1), default=None, help="uni-rescore candidates [default: as bilm fill]."
 )
@@ -181,6 +200,7 @@ def evaluate(
     bi,
     device,
     split,
+    text,
     out,
     rescore_sample,
     shortlist,
@@ -198,7 +218,7 @@ def evaluate(
     cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_sentences=max_sentences)
     if shortlist is not None:
         cfg.shortlist = shortlist
-    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo, gradients=gradients)
+    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo, gradients=gradients, text=text)
 
 
 @click.command()

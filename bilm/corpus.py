@@ -178,6 +178,34 @@ class RawTextCorpus(Corpus):
                     yield index, (tokens[a:b], [(0, b - a)])
 
 
+class TextFile(Corpus):
+    """A user's own text, cut with a checkpoint's tokenizer as its corpus was (`bilm evaluate --text`).
+
+    Paragraphs are blank-line separated; WikiText-style tokenizers keep a paragraph as one unit with its
+    sentences inside (as WikiText's lines), the others make a unit of each sentence (as the raw corpora).
+    """
+
+    document_unit = None
+
+    def __init__(self, path: str | Path, tokenizer):
+        self.path, self.tokenizer, self.name = Path(path), tokenizer, str(path)
+        self.style = tokenizer.style
+        if not self.path.is_file():
+            raise BilmError(f"--text {self.path}: no such file")
+
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
+        for paragraph in Document(self.path).paragraphs():
+            tokens = self.tokenizer.tokenize(paragraph)
+            if self.style == "wikitext":
+                yield None, (tokens, split_sentences(tokens))
+            else:
+                for a, b in split_sentences(tokens):
+                    yield None, (tokens[a:b], [(0, b - a)])
+
+
 class Document:
     """Lines [first, last) of a text file (None = to the end); `keep(i)` picks paragraphs by
     index, and paragraphs matching `drop` (e.g. Gutenberg's own title lines) are skipped."""

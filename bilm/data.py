@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import textnorm
-from .corpus import SPLITS, Corpus, open_corpus
+from .corpus import SPLITS, Corpus, TextFile, open_corpus
 from .errors import BilmError
 from .models import Batch
 from .tokenizer import Tokenizer
@@ -129,6 +129,33 @@ def prepare(
             tmp.rename(out)
         except OSError:  # another process finished the same cache first
             shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedData(out)
+
+
+def prepare_text(path: str | Path, tokenizer: Tokenizer, data_dir: str | Path | None = None) -> PreparedData:
+    """A text file encoded with a checkpoint's own tokenizer, cached as a prepared corpus whose one split is `text`."""
+    corpus = TextFile(path, tokenizer)
+    settings = dict(version=CACHE_VERSION, source=corpus.fingerprint(), tokenizer=tokenizer.to_str())
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    out = Path(data_dir or default_data_dir()) / f"text-{key}"
+    if (out / "meta.json").is_file():
+        return PreparedData(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".text-", dir=out.parent))
+    try:
+        tokenizer.save(tmp / "tokenizer.json")
+        dtype = "uint16" if len(tokenizer) < 2**16 else "uint32"
+        counts = _encode_split(corpus, "text", tokenizer, tmp, dtype)
+        if counts["sentences"] == 0:
+            raise BilmError(f"--text {path}: no sentences in it")
+        meta = dict(config=DataConfig(str(path)).to_dict(), vocab_size=len(tokenizer), dtype=dtype)
+        meta.update(splits=dict(text=counts), key=key, text_style=tokenizer.style, version=CACHE_VERSION)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

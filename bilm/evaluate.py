@@ -26,8 +26,11 @@ each method ranks the whole vocabulary (special tokens excluded) for it:
 rank = 1 + the number of words with a strictly higher score than the target;
 top-k accuracy = share of blanks with rank <= k; MRR = mean of 1/rank. `<unk>`
 targets are excluded: predicting `<unk>` is easy and says nothing. Confidence
-intervals are 95 % percentile bootstraps that resample whole sentences, because the
-blanks of one sentence are not independent.
+intervals are 95 % percentile bootstraps that resample whole documents (WikiText
+articles, Gutenberg books) where the corpus has at least MIN_DOCUMENTS of them in the
+split, else whole sentences: the blanks of one sentence, and the sentences of one
+article, are not independent. The unit resampled is part of the summary. A group of
+fewer than MIN_CI_BLANKS blanks gets no interval: its figure is shown with its n.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ TOPK = (1, 5, 10)
 METRICS = tuple(f"top{k}" for k in TOPK) + ("mrr",)
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, math.inf))
 POSITIONS = ("start", "middle", "end")
+MIN_DOCUMENTS = 20  # fewer documents in the split: resample sentences (and say so)
+MIN_CI_BLANKS = 30  # smaller groups: no interval, the figure with its n
 CHUNK = 256  # blanks ranked at once: (CHUNK, V) floats, small enough to stay in cache
 WORD_CLASSES = ("content", "function", "punctuation")
 # Closed-class English words (articles, pronouns, auxiliaries, prepositions, conjunctions).
@@ -363,7 +368,7 @@ def metric_values(ranks: np.ndarray, metric: str) -> np.ndarray:
 
 
 class Bootstrap:
-    """Percentile intervals for per-blank means, resampling sentences (clusters) with replacement.
+    """Percentile intervals for per-blank means, resampling units (sentences or documents) with replacement.
 
     One multinomial weight matrix (R, S) serves every cell and every method, so two
     methods' intervals and their paired difference come from the same resamples.
@@ -376,24 +381,47 @@ class Bootstrap:
             np.float32
         )
 
-    def interval(self, values: np.ndarray, sentence: np.ndarray) -> tuple[float, float]:
+    def interval(self, values: np.ndarray, unit: np.ndarray) -> tuple[float, float]:
+        """The interval of the mean of `values`; `unit`: the resampled unit of each value."""
         if len(self.weights) == 0 or len(values) == 0:
             return (math.nan, math.nan)
-        sums = np.bincount(sentence, weights=values, minlength=self.n).astype(np.float32)
-        counts = np.bincount(sentence, minlength=self.n).astype(np.float32)
+        sums = np.bincount(unit, weights=values, minlength=self.n).astype(np.float32)
+        counts = np.bincount(unit, minlength=self.n).astype(np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = (self.weights @ sums) / (self.weights @ counts)
         lo, hi = np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (math.nan, math.nan)
         return float(lo), float(hi)
 
 
-def cell(ranks: np.ndarray, log_probs: np.ndarray | None, sentence: np.ndarray, boot: Bootstrap) -> dict:
-    """Every metric with its interval over the given blanks."""
-    out = {"n": int(len(ranks)), "sentences": int(len(np.unique(sentence)))}
+def resampling_units(
+    result: FillResult, documents: np.ndarray | None = None, document_unit: str | None = None
+) -> dict:
+    """What the bootstrap resamples: `unit` (article, book, ... or sentence), how many (`units`),
+    the unit of each blank (`of_blank`, (N,) ids in [0, units)) and a `note` when it falls back."""
+    unit = document_unit or "document"
+    if documents is not None:
+        docs = np.asarray(documents)[: result.n_sentences]
+        ids, inverse = np.unique(docs, return_inverse=True)
+        if len(ids) >= MIN_DOCUMENTS:
+            return dict(unit=unit, units=int(len(ids)), of_blank=inverse[result.sentence], note="")
+        note = (
+            f"only {len(ids)} {unit}(s) in the evaluated text, too few to resample: sentences are resampled, "
+            f"and the intervals are too narrow where the sentences of one {unit} are alike"
+        )
+    else:
+        note = "the corpus has no document boundaries: sentences are resampled"
+    return dict(unit="sentence", units=result.n_sentences, of_blank=result.sentence, note=note)
+
+
+def cell(ranks: np.ndarray, log_probs: np.ndarray | None, units: np.ndarray, boot: Bootstrap) -> dict:
+    """Every metric over the given blanks; `units`: the resampled unit of each blank (for the interval).
+
+    Fewer than MIN_CI_BLANKS blanks: no interval (nan), and `n` says why."""
+    out = {"n": int(len(ranks)), "units": int(len(np.unique(units)))}
     for metric in METRICS:
         values = metric_values(ranks, metric)
         out[metric] = float(values.mean()) if len(values) else math.nan
-        out[f"{metric}_ci"] = boot.interval(values, sentence)
+        out[f"{metric}_ci"] = boot.interval(values, units) if len(values) >= MIN_CI_BLANKS else (math.nan, math.nan)
     if log_probs is not None and len(log_probs):
         out["ppl"] = math.exp(min(-float(log_probs.mean()), 50))
     return out
@@ -415,13 +443,22 @@ def groupings(result: FillResult, classes: np.ndarray) -> dict[str, list[tuple[s
     }
 
 
-def summarize(result: FillResult, tokenizer: Tokenizer, cfg: FillConfig) -> dict:
+def summarize(
+    result: FillResult,
+    tokenizer: Tokenizer,
+    cfg: FillConfig,
+    documents: np.ndarray | None = None,
+    document_unit: str | None = None,
+) -> dict:
     """JSON-able figures: per method, per grouping, per group, every metric with its interval.
 
     `sample` repeats the comparison on the uni-rescore sample only, so all three methods
-    are compared on the same blanks.
+    are compared on the same blanks. `documents`: the document of each sentence (PreparedData.
+    documents), so that the intervals resample documents (see `resampling_units`).
     """
-    boot = Bootstrap(result.n_sentences, cfg.bootstrap, cfg.seed)
+    resampled = resampling_units(result, documents, document_unit)
+    units = resampled.pop("of_blank")
+    boot = Bootstrap(resampled["units"], cfg.bootstrap, cfg.seed)
     groups = groupings(result, word_classes(tokenizer))
     out = {"blanks": int(len(result.target)), "sentences": result.n_sentences, "excluded_unk": result.excluded_unk}
     out["methods"] = {}
@@ -430,7 +467,7 @@ def summarize(result: FillResult, tokenizer: Tokenizer, cfg: FillConfig) -> dict
         lp = result.log_probs.get(method)
         out["methods"][method] = {
             name: {
-                label: cell(ranks[done & m], None if lp is None else lp[done & m], result.sentence[done & m], boot)
+                label: cell(ranks[done & m], None if lp is None else lp[done & m], units[done & m], boot)
                 for label, m in subsets
             }
             for name, subsets in groups.items()
@@ -447,17 +484,21 @@ def summarize(result: FillResult, tokenizer: Tokenizer, cfg: FillConfig) -> dict
     if "uni-rescore" in result.ranks:
         sample = ~np.isnan(result.ranks["uni-rescore"])
         out["sample"] = {
-            m: cell(r[sample], None, result.sentence[sample], boot)
+            m: cell(r[sample], None, units[sample], boot)
             for m, r in result.ranks.items()
             if m != "uni-rescore"
         }
         out["sample"]["uni-rescore"] = out["methods"]["uni-rescore"]["all"]["all"]
-    out["differences"] = differences(result, boot)
+    out["differences"] = differences(result, boot, units)
+    out["resampled"] = dict(resampled, resamples=cfg.bootstrap)
     return out
 
 
-def differences(result: FillResult, boot: Bootstrap) -> list[dict]:
-    """Paired top-1 differences between methods on the blanks both ran, with intervals."""
+def differences(result: FillResult, boot: Bootstrap, units: np.ndarray | None = None) -> list[dict]:
+    """Paired top-1 differences between methods on the blanks both ran, with intervals.
+
+    `units`: the resampled unit of each blank (default: its sentence)."""
+    units = result.sentence if units is None else units
     pairs = [("bi", "uni-left"), ("uni-rescore", "uni-left"), ("bi", "uni-rescore")]
     out = []
     for a, b in pairs:
@@ -465,6 +506,6 @@ def differences(result: FillResult, boot: Bootstrap) -> list[dict]:
             continue
         both = ~np.isnan(result.ranks[a]) & ~np.isnan(result.ranks[b])
         diff = metric_values(result.ranks[a][both], "top1") - metric_values(result.ranks[b][both], "top1")
-        lo, hi = boot.interval(diff, result.sentence[both])
+        lo, hi = boot.interval(diff, units[both])
         out.append({"a": a, "b": b, "metric": "top1", "n": int(both.sum()), "diff": float(diff.mean()), "ci": [lo, hi]})
     return out

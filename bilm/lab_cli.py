@@ -22,6 +22,7 @@ import torch
 
 from .cells import CELLS, INITS
 from .errors import BilmError
+from .options import comma_list, count, non_negative, positive, rate, vocab_size
 
 
 def _numbers(text: str, what: str, kind=float, noun: str = "numbers") -> list:
@@ -80,6 +81,7 @@ option = click.option(
     "options",
     multiple=True,
     metavar="NAME=NUMBER",
+    callback=comma_list(lambda v: _options(v)),
     help="Cell or init option, repeatable: forget_bias=1, sr=0.95, lr=0.5 (esn leak), scale=1.",
 )
 
@@ -87,19 +89,31 @@ option = click.option(
 @click.command()
 @click.argument("checkpoints", nargs=-1)
 @click.option("--untrained", is_flag=True, help="Also (or only) measure freshly initialised models of --cell.")
-@click.option("--cell", default="lstm", show_default=True, help="With --untrained: cell(s), comma-separated.")
+@click.option(
+    "--cell",
+    default="lstm",
+    show_default=True,
+    callback=comma_list(lambda v: _cells(v)),
+    help="With --untrained: cell(s), comma-separated.",
+)
 @click.option("--model", "kind", type=click.Choice(["uni", "bi"]), default="uni", show_default=True)
 @click.option("--init", type=click.Choice(INITS), default="default", show_default=True)
 @option
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--hidden", type=int, default=200, show_default=True)
-@click.option("--emb", type=int, default=200, show_default=True)
-@click.option("--vocab", type=int, default=10_000, show_default=True, help="With --untrained: random token ids.")
+@click.option("--layers", type=positive, default=2, show_default=True)
+@click.option("--hidden", type=positive, default=200, show_default=True)
+@click.option("--emb", type=positive, default=200, show_default=True)
+@click.option("--vocab", type=vocab_size, default=10_000, show_default=True, help="With --untrained: random token ids.")
 @click.option("--corpus", default=None, help="With --untrained: real text from this prepared corpus instead.")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="valid", show_default=True)
-@click.option("--lengths", default="10,20,40,80", show_default=True, help="Window lengths in words.")
-@click.option("--sentences", "count", type=int, default=250, show_default=True, help="Windows per length.")
-@click.option("--batch-size", type=int, default=250, show_default=True)
+@click.option(
+    "--lengths",
+    default="10,20,40,80",
+    show_default=True,
+    callback=comma_list(lambda v: _ints(v, "--lengths")),
+    help="Window lengths in words.",
+)
+@click.option("--sentences", "count", type=positive, default=250, show_default=True, help="Windows per length.")
+@click.option("--batch-size", type=positive, default=250, show_default=True)
 @click.option("--no-hidden", is_flag=True, help="Skip the hidden-state gradients (fused kernels, faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @threads
@@ -287,20 +301,42 @@ def _learning_rates(text: str, cells: list[str]) -> dict[str, float]:
 
 
 def _bench_command(task: str, default_lengths: str, default_steps: int):
-    @click.option("--cells", default="lstm,gru,irnn,rnn-tanh", show_default=True)
-    @click.option("--lengths", default=default_lengths, show_default=True, help="Sequence lengths T.")
-    @click.option("--steps", type=int, default=default_steps, show_default=True, help="Most training steps per run.")
-    @click.option("--batch-size", type=int, default=50, show_default=True)
-    @click.option("--hidden", type=int, default=128, show_default=True)
-    @click.option("--lr", default="1e-3", show_default=True, help="One rate, or per cell: lstm=1e-3,irnn=1e-4.")
+    @click.option("--cells", default="lstm,gru,irnn,rnn-tanh", show_default=True, callback=comma_list(_cells))
+    @click.option(
+        "--lengths",
+        default=default_lengths,
+        show_default=True,
+        callback=comma_list(lambda v: _ints(v, "--lengths")),
+        help="Sequence lengths T.",
+    )
+    @click.option("--steps", type=positive, default=default_steps, show_default=True, help="Most steps per run.")
+    @click.option("--batch-size", type=positive, default=50, show_default=True)
+    @click.option("--hidden", type=positive, default=128, show_default=True)
+    @click.option(
+        "--lr",
+        default="1e-3",
+        show_default=True,
+        callback=comma_list(lambda v: _learning_rates(v, list(CELLS))),
+        help="One rate, or per cell: lstm=1e-3,irnn=1e-4.",
+    )
     @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-    @click.option("--clip", default="1", show_default=True, help="Max gradient norm (0: off); several: 0,1 runs each.")
-    @click.option("--norm-penalty", type=float, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight.")
+    @click.option(
+        "--clip",
+        default="1",
+        show_default=True,
+        callback=comma_list(lambda v: _numbers(v, "--clip")),
+        help="Max gradient norm (0: off); several: 0,1 runs each.",
+    )
+    @click.option(
+        "--norm-penalty", type=non_negative, default=0.0, show_default=True, help="Pascanu et al.'s penalty weight."
+    )
     @click.option("--init", type=click.Choice(INITS), default="default", show_default=True)
     @option
-    @click.option("--eval-every", type=int, default=100, show_default=True)
-    @click.option("--log-every", type=int, default=None, help="Train records (input gradients) [default: eval-every].")
-    @click.option("--max-minutes", type=float, default=None, help="Wall-clock budget per run.")
+    @click.option("--eval-every", type=positive, default=100, show_default=True)
+    @click.option(
+        "--log-every", type=count, default=None, help="Train records (input gradients) [default: eval-every]."
+    )
+    @click.option("--max-minutes", type=rate, default=None, help="Wall-clock budget per run.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @threads
     @click.option(

@@ -47,26 +47,47 @@ class ModelConfig:
     # A 1k-word head: 14 % fewer FLOPs per token than 2k, the same valid ppl at 20 minutes (docs/performance.md).
     cutoffs: list[int] = field(default_factory=lambda: [1000, 10000])
     # The output bias starts at the train split's word frequencies (the adaptive head gets a bias for it).
-    # None: uni only. It cut uni's WikiText-2 valid ppl after one epoch from 305 to 201, but held the
-    # bi model of the tests' animal corpus on a plateau (docs/performance.md).
+    # It cut uni's WikiText-2 valid ppl after one epoch from 305 to 201, and bi's pseudo-ppl after
+    # 4,600 steps from 59.8 to 48.0 (docs/quality.md). None: on, except for bi with a tied full softmax
+    # (tiny vocabularies), where it held the tests' bi model at pseudo-ppl 3.2 instead of 1.3.
     unigram_bias: bool | None = None
+    aux_lm: float = 0.0  # bi: weight of each stack's own next/previous-word loss (ELMo); 0 = off
     pad_id: int = 0
     unk_id: int = 1
     bos_id: int = 2
     eos_id: int = 3
     blank_id: int = 4
 
-    def __post_init__(self):
-        if self.unigram_bias is None:
-            self.unigram_bias = self.kind == "uni"
-
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def wants_unigram_bias(self) -> bool:
+        if self.unigram_bias is not None:
+            return self.unigram_bias
+        return self.kind == "uni" or not (self.tie_weights and not adaptive_cutoffs(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         """Read a saved config; checkpoints from before `unigram_bias` existed had no adaptive head bias."""
         return cls(**{"unigram_bias": False, **d})
+
+
+# Model sizes by training budget (docs/quality.md). `small` is ModelConfig's own default: the best per
+# CPU-minute for runs of minutes (`make demo`); `large` for runs of about an hour (`make models`),
+# with more dropout for uni, whose stream it sees several times.
+PRESETS = {
+    "small": dict(layers=2, hidden_size=200, emb_size=200, dropout=0.1),
+    "large": dict(layers=2, hidden_size=400, emb_size=400, dropout=0.4),
+}
+PRESET_OVERRIDES = {("large", "bi"): dict(dropout=0.25)}
+
+
+def preset(name: str, kind: str) -> dict:
+    """The ModelConfig fields of a preset for a model kind."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose {' or '.join(PRESETS)}")
+    return {**PRESETS[name], **PRESET_OVERRIDES.get((name, kind), {})}
 
 
 @dataclass
@@ -167,7 +188,7 @@ def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
 def make_output(cfg: ModelConfig, in_features: int) -> nn.Module:
     cutoffs = adaptive_cutoffs(cfg)
     if cutoffs:
-        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.unigram_bias)
+        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.wants_unigram_bias)
     return FullSoftmax(in_features, cfg.vocab_size)
 
 
@@ -268,13 +289,22 @@ class BiLM(LanguageModel):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, L) = <bos> w1..wn <eos> -> features (B, L-2, H) predicting w1..wn."""
-        left, right = self.context(ids, lengths)
+        return self.features(*self.context(ids, lengths))
+
+    def features(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return self.drop(torch.tanh(self.combine(torch.cat([left, right], dim=-1))))
 
     def loss(self, batch: Batch, state=None):
-        logp = self.sequence_log_probs(batch.inputs, batch.lengths)
-        mask = _length_mask(batch.lengths, logp.size(1))
-        return -(logp * mask).sum() / mask.sum(), None
+        """Mean -log p(w_t | both sides) over the words; with `aux_lm`, plus that weight times the mean of
+        each stack's own language-model loss (ELMo): f_{t-1} alone predicts w_t, and so does b_{t+1}."""
+        left, right = self.context(batch.inputs, batch.lengths)
+        mask = _length_mask(batch.lengths, left.size(1))
+        targets = batch.inputs[:, 1:-1][mask]
+        loss = -self.target_log_prob(self.features(left, right)[mask], targets).float().mean()
+        if self.cfg.aux_lm:
+            sides = [-self.target_log_prob(self.drop(h)[mask], targets).float().mean() for h in (left, right)]
+            loss = loss + self.cfg.aux_lm * (sides[0] + sides[1]) / 2
+        return loss, None
 
     def sequence_log_probs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """log p(w_t | all other words) for every word; (B, L-2), 0 past each row's length."""
@@ -282,7 +312,7 @@ class BiLM(LanguageModel):
         B, T, H = h.shape
         mask = _length_mask(lengths, T)
         logp = torch.zeros(B, T, device=ids.device)
-        logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask])
+        logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask]).float()  # bf16 under autocast
         return logp
 
 

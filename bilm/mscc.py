@@ -159,10 +159,18 @@ def evaluate_mscc(models: dict[str, tuple[LanguageModel, Tokenizer]], questions:
         "models": {},
         "anchors": [dict(zip(("system", "accuracy", "source"), a, strict=True)) for a in ANCHORS],
     }
+    answers, all_scores = [q.answer for q in questions], {}
     for name, (model, tokenizer) in models.items():
         started = time.perf_counter()
-        scores, counts = score(model, tokenizer, questions, device)
-        result = accuracy(scores, [q.answer for q in questions])
+        all_scores[name], counts = score(model, tokenizer, questions, device)
+        result = accuracy(all_scores[name], answers)
         result.update(counts, kind=model.cfg.kind, seconds=round(time.perf_counter() - started, 2))
         out["models"][name] = result
+    if len(models) == 2 and len({t.to_str() for _, t in models.values()}) == 1:
+        # log p_uni(sentence) + log p_bi(candidate | both sides): a candidate unscored by either stays unscored
+        combined = sum(all_scores.values())
+        result = accuracy(combined, answers)
+        counts = {k: v for k, v in out["models"][next(iter(models))].items() if k.startswith(("oov", "multi"))}
+        result.update(counts, kind="uni+bi", seconds=sum(r["seconds"] for r in out["models"].values()))
+        out["models"]["+".join(models)] = result
     return out

@@ -8,22 +8,30 @@ Three ways to fill `the boys went to the ___ and got out of the pool .`:
                  uni model's log-probability of the *whole* sentence, renormalised
                  over that shortlist: uses the right context at one pass per candidate
 
+Given choices are scored as in `bilm mscc` (see choices.py): a choice of several tokens
+(`country-dance`) fills the blank whole. Input is raw text, cut as the model's corpus was
+(textnorm); each candidate comes back with the filled `sequence`, the input with the
+blank replaced by the word as a person writes it.
+
 The CLI and the REPL are thin layers over `Predictor`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import textnorm
 from .checkpoint import Checkpoint, load_checkpoint
+from .choices import score_filled
 from .data import pad_sentences
 from .errors import BilmError
 
-BLANK_RE = re.compile(r"_{3,}|\[MASK\]")
+BLANK_RE = re.compile(r"_{3,}|\[MASK\]|<mask>", re.IGNORECASE)
 SHORTLIST = 50  # uni-rescore: how many uni-left candidates are rescored
 
 
@@ -32,6 +40,8 @@ class Candidate:
     word: str
     prob: float | None  # None: the word is out of vocabulary
     known: bool = True
+    sequence: str = ""  # the input with this word in the blank (or after it, for the next word)
+    tokens: int = 1  # a choice cut into several tokens: its probability is their product (choices.py)
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Query:
 
 
 def split_blank(text: str) -> tuple[str, str]:
-    """The text left and right of its one blank (`___`, `_____` or `[MASK]`)."""
+    """The text left and right of its one blank (`___`, `_____`, `[MASK]` or `<mask>`)."""
     blanks = BLANK_RE.findall(text)
     if not blanks:
         raise BilmError("no blank in the text: mark the missing word with ___")
@@ -94,44 +104,106 @@ class Predictor:
     # -- predictions ---------------------------------------------------------------
     def predict(self, text: str, k: int = 10, choices: list[str] | None = None) -> Prediction:
         """The next word after `text`. A bi model fills a blank put at the end instead."""
-        if self.kind == "bi":
-            pred = self.fill(text.rstrip() + " ___", k, choices)[0]
-            pred.note = "bi model: the next word is filled as a blank at the end of the sentence"
-            return pred
-        ids, unknown = self.encode(text)
-        logp = self._next_log_probs(ids)
-        return Prediction("next", self._rank(logp, k, choices), unknown)
+        return self.predict_many([text], k, choices)[0]
 
     def fill(self, text: str, k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
         """Candidates for the blank: [bi] for a bi model, [uni-left, uni-rescore] for a uni model."""
-        q = self.query(text)
+        return self.fill_many([text], k, choices)[0]
+
+    def predict_many(self, texts: list[str], k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
+        """`predict` for several texts, one padded forward pass for all of them."""
+        for text in texts:
+            if BLANK_RE.search(text):
+                raise BilmError("the text has a blank (___): `bilm fill` fills it; predict gives the next word")
         if self.kind == "bi":
-            return [Prediction("bi", self._rank(self._blank_log_probs(q), k, choices), q.unknown)]
-        left = self._next_log_probs(q.left)
-        return [
-            Prediction("uni-left", self._rank(left, k, choices), q.unknown, "left context only"),
-            Prediction(
-                "uni-rescore",
-                self._rescore(q, left, k, choices),
-                q.unknown,
-                ("the choices" if choices else f"top {SHORTLIST} left-context candidates")
-                + " rescored with the whole sentence",
-            ),
+            preds = [p[0] for p in self.fill_many([t.rstrip() + " ___" for t in texts], k, choices)]
+            for pred in preds:
+                pred.note = "bi model: the next word is filled as a blank at the end of the sentence"
+            return preds
+        encoded = [self.encode(t) for t in texts]
+        logps = self._next_log_probs([ids for ids, _ in encoded])
+        preds = [
+            Prediction("next", self._rank(lp, k, choices, Query(ids, [], u)), u)
+            for lp, (ids, u) in zip(logps, encoded, strict=True)
         ]
+        for text, pred in zip(texts, preds, strict=True):
+            for c in pred.candidates:
+                c.sequence = f"{text.rstrip()} {c.word}"
+        return preds
+
+    def fill_many(self, texts: list[str], k: int = 10, choices: list[str] | None = None) -> list[list[Prediction]]:
+        """`fill` for several texts, one padded forward pass for all of them (uni-rescore: one per text).
+
+        A text without its one blank raises the `BilmError` of `split_blank`: check each with
+        `query` first where one bad text must not fail the others.
+        """
+        qs = [self.query(t) for t in texts]
+        if self.kind == "bi":
+            logps = self._blank_log_probs(qs)
+            out = [
+                [Prediction("bi", self._rank(lp, k, choices, q), q.unknown)] for lp, q in zip(logps, qs, strict=True)
+            ]
+        else:
+            shortlist = "the choices" if choices else f"top {SHORTLIST} left-context candidates"
+            note = shortlist + " rescored with the whole sentence"
+            out = [
+                [
+                    Prediction("uni-left", self._rank(left, k, choices, q), q.unknown, "left context only"),
+                    Prediction("uni-rescore", self._rescore(q, left, k, choices), q.unknown, note),
+                ]
+                for q, left in zip(qs, self._next_log_probs([q.left for q in qs]), strict=True)
+            ]
+        for text, preds in zip(texts, out, strict=True):
+            for c in (c for pred in preds for c in pred.candidates):
+                c.sequence = BLANK_RE.sub(lambda _, w=c.word: w, text, count=1)
+        return out
+
+    def answer_lines(
+        self,
+        texts: list[str],
+        fill: bool = True,
+        k: int = 10,
+        choices: list[str] | None = None,
+        batch_size: int = 64,
+    ) -> list[list[Prediction] | BilmError]:
+        """`fill` (or `predict`) for many lines, `batch_size` at a time; a bad line yields its error, not the others."""
+        run = self.fill_many if fill else (lambda ts, k, ch: [[p] for p in self.predict_many(ts, k, ch)])
+        out: list = []
+        for i in range(0, len(texts), batch_size):
+            chunk = texts[i : i + batch_size]
+            try:
+                out += run(chunk, k, choices)
+            except BilmError:
+                for text in chunk:  # find the bad lines, answer the rest
+                    try:
+                        out += run([text], k, choices)
+                    except BilmError as e:
+                        out.append(e)
+        return out
 
     @torch.inference_mode()
-    def _next_log_probs(self, ids: list[int]) -> torch.Tensor:
-        """log p(next | ids), (V,); the uni stream starts lines after <eos>."""
-        x = torch.tensor([[self.tokenizer.eos_id, *ids]], device=self.device)
-        h, _ = self.model(x)
-        return self.model.log_prob(h[0, -1:])[0].cpu()
+    def _next_log_probs(self, contexts: list[list[int]]) -> torch.Tensor:
+        """log p(next | ids) for each list of ids, (N, V); the uni stream starts lines after <eos>.
 
-    @torch.inference_mode()
-    def _blank_log_probs(self, q: Query) -> torch.Tensor:
+        Rows are padded on the right: a left-to-right model's state at a row's last word never sees the pad.
+        """
         tok = self.tokenizer
-        batch = pad_sentences([q.left + [tok.blank_id] + q.right], tok.bos_id, tok.eos_id, tok.pad_id).to(self.device)
+        x = torch.full((len(contexts), 1 + max(map(len, contexts))), tok.pad_id, dtype=torch.long)
+        for row, ids in enumerate(contexts):
+            x[row, : len(ids) + 1] = torch.tensor([tok.eos_id, *ids])
+        h, _ = self.model(x.to(self.device))
+        last = torch.tensor([len(ids) for ids in contexts], device=self.device)
+        return self.model.log_prob(h[torch.arange(len(contexts), device=self.device), last]).cpu()
+
+    @torch.inference_mode()
+    def _blank_log_probs(self, qs: list[Query]) -> torch.Tensor:
+        """log p(blank | left, right) for each query, (N, V)."""
+        tok = self.tokenizer
+        sentences = [q.left + [tok.blank_id] + q.right for q in qs]
+        batch = pad_sentences(sentences, tok.bos_id, tok.eos_id, tok.pad_id).to(self.device)
         h = self.model(batch.inputs, batch.lengths)
-        return self.model.log_prob(h[0, len(q.left) : len(q.left) + 1])[0].cpu()
+        blank = torch.tensor([len(q.left) for q in qs], device=self.device)
+        return self.model.log_prob(h[torch.arange(len(qs), device=self.device), blank]).cpu()
 
     @torch.inference_mode()
     def sentence_log_probs(self, sentences: list[list[int]]) -> torch.Tensor:
@@ -141,33 +213,39 @@ class Predictor:
         return self.model.sequence_log_probs(batch.inputs, batch.lengths).sum(1).cpu()
 
     def _rescore(self, q: Query, left: torch.Tensor, k: int, choices: list[str] | None) -> list[Candidate]:
-        tok = self.tokenizer
         if choices:
-            options = [(c, tok.encode(c)) for c in choices]
+            known, unknown = self._choice_ids(choices)
         else:
             masked = left.index_fill(0, self.specials, -torch.inf)
             top = masked.topk(min(SHORTLIST, len(masked) - len(self.specials))).indices.tolist()
-            options = [(tok.decode([i])[0], [i]) for i in top]
-        # An out-of-vocabulary choice would be scored as <unk>, a frequent word: leave it unranked.
-        known = [(w, ids) for w, ids in options if ids and tok.unk_id not in ids]
-        unknown = [Candidate(w, None, False) for w, ids in options if not ids or tok.unk_id in ids]
+            words = self.tokenizer.decode(top)
+            known, unknown = [(textnorm.display(w), [i]) for w, i in zip(words, top, strict=True)], []
         if not known:
             return unknown
-        scores = self.sentence_log_probs([q.left + ids + q.right for _, ids in known])
-        probs = torch.softmax(scores, 0).tolist()
+        items = [(q.left + ids + q.right, len(q.left), len(q.left) + len(ids)) for _, ids in known]
+        _, whole = score_filled(self.model, items, self.device)
+        probs = torch.softmax(torch.from_numpy(whole), 0).tolist()
         ranked = sorted(zip(known, probs, strict=True), key=lambda x: -x[1])
-        return [Candidate(w, p) for (w, _), p in ranked[: len(known) if choices else k]] + unknown
+        return [Candidate(w, p, tokens=len(ids)) for (w, ids), p in ranked[: len(known) if choices else k]] + unknown
 
-    def _rank(self, logp: torch.Tensor, k: int, choices: list[str] | None) -> list[Candidate]:
-        """Top-k words (specials excluded), or the given choices ranked by probability."""
+    def _choice_ids(self, choices: list[str]) -> tuple[list[tuple[str, list[int]]], list[Candidate]]:
+        """Choices cut as the corpus was; one with a token out of the vocabulary would be scored as
+        `<unk>`, a frequent word: it is left unranked."""
+        tok = self.tokenizer
+        options = [(c, tok.encode(c)) for c in choices]
+        known = [(w, ids) for w, ids in options if ids and tok.unk_id not in ids]
+        unknown = [Candidate(w, None, False, tokens=len(ids)) for w, ids in options if not ids or tok.unk_id in ids]
+        return known, unknown
+
+    def _rank(self, logp: torch.Tensor, k: int, choices: list[str] | None, q: Query) -> list[Candidate]:
+        """Top-k words (specials excluded), or the given choices ranked by their score in the blank of `q`."""
         if choices:
-            cands = []
-            for word in choices:
-                i = self.tokenizer.id(word)
-                known = i != self.tokenizer.unk_id
-                cands.append(Candidate(word, logp[i].exp().item() if known else None, known))
-            return sorted(cands, key=lambda c: (c.prob is None, -(c.prob or 0.0)))
+            known, unknown = self._choice_ids(choices)
+            items = [(q.left + ids + q.right, len(q.left), len(q.left) + len(ids)) for _, ids in known]
+            span, _ = score_filled(self.model, items, self.device) if items else ([], [])
+            cands = [Candidate(w, math.exp(s), tokens=len(ids)) for (w, ids), s in zip(known, span, strict=True)]
+            return sorted(cands, key=lambda c: -c.prob) + unknown
         masked = logp.index_fill(0, self.specials, -torch.inf)
         top = masked.topk(min(k, len(masked) - len(self.specials)))
         words = self.tokenizer.decode(top.indices.tolist())
-        return [Candidate(w, p) for w, p in zip(words, top.values.exp().tolist(), strict=True)]
+        return [Candidate(textnorm.display(w), p) for w, p in zip(words, top.values.exp().tolist(), strict=True)]

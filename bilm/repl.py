@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, TextIO
 import click
 
 from .errors import BilmError
+from .options import device_option
+from .threads import threads_option
 
 if TYPE_CHECKING:
     from .predict import Prediction, Predictor
@@ -33,7 +35,7 @@ HISTORY_LENGTH = 1000
 MAX_K = 1000
 
 HELP = """\
-Type a sentence with one blank (___, _____ or [MASK]) to see the candidates for it:
+Type a sentence with one blank (___, _____, [MASK] or <mask>) to see the candidates for it:
   bi    the bidirectional model, p(w | left, right)
   uni   the unidirectional model, p(w | left): it cannot see the right context
   uni+  the uni model's top 50 (or your :choices), each scored on the whole sentence
@@ -44,7 +46,8 @@ Words the model does not know are read as <unk> and listed above the table.
 
 Commands
   :k N                  show the top N candidates (now {k})
-  :choices a | b | c    rank only these candidates (also: :choices a b c); :choices alone clears
+  :choices a,b,c        rank only these candidates (as --choices; also :choices a b c);
+                        a choice of several words fills the blank whole; :choices alone clears
   :model                the loaded checkpoints, their configuration and metrics
   :help                 this text
   :quit                 leave (also Ctrl-D); Ctrl-C cancels the line being typed
@@ -149,17 +152,19 @@ def describe(predictors: list[Predictor]) -> str:
             f"{sum(x.numel() for x in p.model.parameters()):,} parameters, vocabulary {len(p.tokenizer):,}"
         )
         ppl = m.get("best_valid_ppl") or m.get("valid_ppl")
+        label = "valid pseudo-perplexity" if p.kind == "bi" else "valid ppl"  # bi sees both sides: not comparable
         lines.append(
             f"        corpus {data.get('corpus')}, {m.get('step', 0):,} steps, "
-            f"{m.get('train_tokens', 0):,} tokens, valid ppl {'?' if ppl is None else f'{ppl:.2f}'}"
+            f"{m.get('train_tokens', 0):,} tokens, {label} {'?' if ppl is None else f'{ppl:.2f}'}"
         )
     return "\n".join(lines)
 
 
 def parse_choices(arg: str) -> list[str] | None:
-    """`a | b | c` (a choice may hold spaces), else `a b c`; nothing clears the choices."""
-    parts = arg.split("|") if "|" in arg else arg.split()
-    return [c.strip() for c in parts if c.strip()] or None
+    """`a,b,c` as `--choices` (a choice may hold spaces), else `a b c`; nothing clears the choices."""
+    from .choices import split_choices
+
+    return split_choices(arg, spaces=True)
 
 
 class Repl:
@@ -182,7 +187,7 @@ class Repl:
 
     def choices_line(self) -> str:
         """Shown above every answer while :choices is on, so a sticky setting is never forgotten."""
-        return f"  choices: {' | '.join(self.choices)} (:choices alone shows the top k again)"
+        return f"  choices: {', '.join(self.choices)} (:choices alone shows the top k again)"
 
     def handle(self, line: str) -> bool:
         """Act on one input line; False when the user asks to leave."""
@@ -306,24 +311,15 @@ def run_repl(
 @click.option("--compare", type=click.Path(), help="A second checkpoint (e.g. the uni model next to a bi one).")
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Candidates shown.")
 @click.option("--echo/--no-echo", default=None, help="Write each input line back [default: when stdin is not a TTY].")
-@click.option(
-    "--threads",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="CPU threads for torch. One sentence is a small job; more threads stall each other on a busy CPU.",
-)
-@click.option("--device", default="cpu", show_default=True)
-def repl(checkpoint, compare, k, echo, threads, device):
+@device_option("cpu")
+@threads_option()
+def repl(checkpoint, compare, k, echo, device):
     """Fill in blanks interactively: type a sentence with ___ and compare the models.
 
     Reads a pipe too: printf 'the ___ sat on the mat .\\n' | bilm repl CHECKPOINT
     """
-    import torch
-
     from .predict import Predictor
 
-    torch.set_num_threads(threads)
     try:
         main = Predictor.load(checkpoint, device)
         other = Predictor.load(compare, device) if compare else None

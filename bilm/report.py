@@ -35,7 +35,7 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backen
 
 from . import __version__
 from .checkpoint import Checkpoint
-from .evaluate import METRICS
+from .evaluate import METRICS, MIN_CI_BLANKS
 
 METHOD_STYLE = {"bi": ("C0", "o"), "uni-left": ("C1", "s"), "uni-rescore": ("C2", "^"), "uni": ("C1", "s")}
 
@@ -196,9 +196,11 @@ def fmt(x, digits: int = 1, percent: bool = True) -> str:
 
 
 def with_ci(cell: dict, metric: str) -> str:
-    """`41.2 [40.1, 42.3]` (percent) for a metric and its interval."""
+    """`41.2 [40.1, 42.3]` (percent) for a metric and its interval; `100.0 (n=1)` for a group too small for one."""
     if not cell.get("n"):
         return "–"
+    if cell["n"] < MIN_CI_BLANKS:
+        return f"{fmt(cell.get(metric))} (n={cell['n']})"
     lo, hi = cell.get(f"{metric}_ci", (None, None))
     return f"{fmt(cell.get(metric))} [{fmt(lo)}, {fmt(hi)}]"
 
@@ -354,35 +356,50 @@ def _num(x) -> float:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Records of a run's metrics.jsonl; a torn last line (run still writing) is skipped."""
+    """Records of a run's metrics.jsonl; a torn last line (run still writing) is skipped.
+
+    The file is strict JSON, so a non-finite figure was written as null: it reads back as NaN.
+    """
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        out.append({k: math.nan if v is None else v for k, v in record.items()})
     return out
 
 
 def plot_curves(runs: dict[str, list[dict]], name: str = "curves") -> Figure:
-    """Train perplexity (exp of the logged loss) and validation perplexity against step, per run."""
-    fig = MplFigure(figsize=(8, 4.2))
-    ax = fig.subplots()
+    """Per run: train and validation perplexity against step (left), validation against wall-clock minutes (right).
+
+    Minutes are what a CPU user pays, so the right panel is the one to compare runs of different sizes by.
+    """
+    fig = MplFigure(figsize=(11, 4.2))
+    by_step, by_minute = fig.subplots(1, 2)
     for i, (label, records) in enumerate(runs.items()):
+        suffix = " (pseudo-perplexity)" if label.startswith("bi") else ""
         for kind, style in (("train", dict(lw=1, alpha=0.6)), ("valid", dict(marker="o", lw=2))):
-            pts = [
-                (r["step"], r["ppl"] if "ppl" in r else math.exp(min(r["loss"], 50)))
-                for r in records
-                if r.get("type") == kind
-            ]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), color=f"C{i}", label=f"{label} {kind}", **style)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("perplexity (log scale)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    return figure(fig, name, "Training curves: train perplexity per log interval, validation perplexity")
+            rows = [r for r in records if r.get("type") == kind]
+            ppl = [r["ppl"] if "ppl" in r else math.exp(min(r["loss"], 50)) for r in rows]
+            if rows:
+                by_step.plot([r["step"] for r in rows], ppl, color=f"C{i}", label=f"{label} {kind}{suffix}", **style)
+            if rows and kind == "valid":
+                minutes = [r.get("elapsed", 0) / 60 for r in rows]
+                by_minute.plot(minutes, ppl, color=f"C{i}", label=f"{label}{suffix}", **style)
+    for ax, xlabel in ((by_step, "step"), (by_minute, "training minutes (wall clock, validation included)")):
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    by_step.set_ylabel("perplexity; bi: pseudo-perplexity (log scale)")
+    by_minute.set_title("validation against training minutes", fontsize=10)
+    return figure(
+        fig,
+        name,
+        "Training curves: train perplexity per log interval and validation perplexity by step; validation by "
+        "wall-clock minute (bi: pseudo-perplexity)",
+    )
 
 
 # -- sections ------------------------------------------------------------------------
@@ -390,17 +407,31 @@ def plot_curves(runs: dict[str, list[dict]], name: str = "curves") -> Figure:
 
 def lm_section(quality: dict[str, dict], split: str) -> Section:
     rows = [
-        [role, fmt(q["ppl"], 2, False), f"{q['tokens']:,}", f"{100 * q['unk_rate']:.2f} %", q["method"], q["seconds"]]
+        [
+            role,
+            f"{fmt(q['ppl'], 2, False)}" + (" (pseudo-perplexity)" if role == "bi" else ""),
+            f"{q['tokens']:,}",
+            f"{100 * q['unk_rate']:.2f} %",
+            q["method"],
+            q["seconds"],
+        ]
         for role, q in quality.items()
     ]
     text = (
         f"Perplexity on the **{split}** split: exp(mean negative log-likelihood per predicted token). "
         "The uni figure follows the WikiText-2/PTB convention (one stream, state carried, `<eos>` and `<unk>` "
         "counted), so it compares with published numbers; the bi figure predicts each word from both sides "
-        "of its sentence and does not.\n\n"
+        "of its sentence (a pseudo-perplexity) and does not.\n\n"
         + table(["model", "perplexity", "targets", "<unk> among targets", "method", "seconds"], rows)
     )
     return Section("Language-model quality", text, data=dict(split=split, models=quality), key="lm")
+
+
+def _resampled(summary: dict, cfg: dict) -> str:
+    """How the intervals were made: which unit was resampled, and why when it is not documents."""
+    r = summary.get("resampled") or dict(unit="sentence", units=summary["sentences"], note="")
+    text = f"resampling whole {r['unit']}s ({r['units']:,} of them, {cfg['bootstrap']} resamples)"
+    return text + (f": {r['note']}" if r.get("note") else "")
 
 
 def fill_section(summary: dict, cfg: dict) -> Section:
@@ -418,10 +449,13 @@ def fill_section(summary: dict, cfg: dict) -> Section:
         f"Every word of every sentence blanked in turn: {summary['blanks']:,} blanks in {summary['sentences']:,} "
         f"sentences; {summary['excluded_unk']:,} `<unk>` targets excluded. Rank = 1 + the number of words "
         "scored strictly higher (special tokens never compete); MRR = mean 1/rank. Brackets: 95 % bootstrap "
-        f"intervals resampling sentences ({cfg['bootstrap']} resamples). uni-rescore ranks the uni-left top "
+        f"intervals {_resampled(summary, cfg)}; a group of fewer than {MIN_CI_BLANKS} blanks has none, its n "
+        "instead. uni-rescore ranks the uni-left top "
         f"{cfg['shortlist']} by whole-sentence log-probability, on a random sample of {cfg['rescore_sample']:,} "
         "blanks (seed " + str(cfg["seed"]) + "); a target outside the shortlist is a miss.",
-        table(["method", "blanks", "top-1 %", "top-5 %", "top-10 %", "MRR %", "ppl of the blank"], overall),
+        table(
+            ["method", "blanks", "top-1 %", "top-5 %", "top-10 %", "MRR %", "ppl of the blank (bi: pseudo)"], overall
+        ),
     ]
     if "sample" in summary:
         rows = [[m, f"{c['n']:,}", *(with_ci(c, k) for k in METRICS)] for m, c in summary["sample"].items()]

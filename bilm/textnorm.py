@@ -113,8 +113,10 @@ def _wikitext_chunk(chunk: str, known, last: bool) -> list[str]:
 # -- Penn Treebank -------------------------------------------------------------------------
 
 _PTB_CONTRACTIONS = [
-    (re.compile(r"(?i)\b(ca|wo|do|does|did|is|are|was|were|has|have|had|could|would|should|must|need|ai)n't\b"),
-     r"\1 n't"),
+    (
+        re.compile(r"(?i)\b(ca|wo|do|does|did|is|are|was|were|has|have|had|could|would|should|must|need|ai)n't\b"),
+        r"\1 n't",
+    ),
     (re.compile(r"(?i)(?<=\w)'(s|re|ve|ll|d|m)\b"), r" '\1"),
 ]
 _NUMBER = re.compile(r"^[+-]?\d[\d,.]*$")
@@ -143,7 +145,7 @@ def ptb_words(text: str, known: Callable[[str], bool] | None = None) -> list[str
 
 # -- back to text --------------------------------------------------------------------------
 
-_NO_SPACE_BEFORE = re.compile(r" ([.,;:!?)\]}%]|'s\b|'re\b|'ve\b|'ll\b|'d\b|'m\b|'t\b|n't\b)")
+_NO_SPACE_BEFORE = re.compile(r" ([.,;:!?)\]}%]|'(?=\w)|n't\b)")
 _NO_SPACE_AFTER = re.compile(r"([(\[{$]) ")
 
 

@@ -61,7 +61,7 @@ class TrainConfig:
     plateau_patience: int = 0
     schedule: str = "warmdown"  # plateau | warmdown | cosine (Trainer.anneal); docs/performance.md
     warmdown: float = 0.3  # share of the budget over which "warmdown" takes the learning rate linearly to 0
-    precision: str = "fp32"  # fp32 | bf16: autocast for the training step (validation stays fp32)
+    precision: str = "auto"  # auto | fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never
     eval_every: int = 0  # also validate every N steps; 0 = once per epoch
     log_every: int = 100
@@ -80,6 +80,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BilmError("--device cuda asked for, but no CUDA device is available")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device computes bf16 in hardware: a CUDA GPU that says so, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 is emulated: correct, but about 3x slower than fp32 on an Intel Xeon without it.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware has it natively (1.1-1.6x tokens/s on an AMX Xeon, docs/quality.md)."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name not in ("fp32", "bf16"):
+        raise BilmError(f"unknown precision {name!r}; choose auto, fp32 or bf16")
+    return name
 
 
 def map_state(fn, state):
@@ -155,8 +178,7 @@ class Trainer:
         )
         if cfg.schedule not in ("plateau", "warmdown", "cosine"):
             raise BilmError(f"unknown schedule {cfg.schedule!r}; choose plateau, warmdown or cosine")
-        if cfg.precision not in ("fp32", "bf16"):
-            raise BilmError(f"unknown precision {cfg.precision!r}; choose fp32 or bf16")
+        self.precision = resolve_precision(cfg.precision, device)
         self.loss_fn, self.monitors = instrument(model, cfg)  # model.loss, or a remedy wrapping it
         self.forward = group.wrap(self.model, self.loss_fn)  # DistributedDataParallel with several processes
         self.step = self.epoch = self.batch_index = self.bad_evals = 0
@@ -311,7 +333,7 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             loss, state = self.forward(batch, self.state)
         loss, tokens = self.group.share(loss.float(), batch.num_tokens)
         self.optimizer.zero_grad(set_to_none=True)
@@ -322,6 +344,7 @@ class Trainer:
         norm = nn.utils.clip_grad_norm_(params, self.cfg.clip or math.inf).item()
         loss = loss.item()
         if not (math.isfinite(loss) and math.isfinite(norm)):
+            window.skipped += 1
             self.skip_step(loss, norm)
             return loss, norm
         self.bad_in_row = 0
@@ -375,8 +398,8 @@ class Trainer:
         if not cfg.clip and not cfg.clip_value:
             causes.append("gradient clipping is off (try --clip 1)")
         causes.append(f"the learning rate is too high for this model (--lr {cfg.lr:g}; try a tenth of it)")
-        if cfg.precision != "fp32":
-            causes.append(f"{cfg.precision} overflows (try --precision fp32)")
+        if self.precision != "fp32":
+            causes.append(f"{self.precision} overflows (try --precision fp32)")
         return "likely cause: " + ", or ".join(causes)
 
     def scale_lr(self, factor: float) -> None:
@@ -534,6 +557,7 @@ class Trainer:
             valid_ppl=self.last_eval.get("ppl"),
             best_valid_ppl=math.exp(min(self.best, 50)) if self.best < math.inf else None,
             lr=self.lr,
+            precision=self.precision,
             skipped_steps=self.skipped,
             diverged=self.diverged or None,
         )
@@ -562,6 +586,7 @@ class _Window:
 
     def __init__(self):
         self.losses, self.norms, self.clipped, self.tokens, self.seconds = [], [], 0, 0, 0.0
+        self.skipped = 0  # non-finite steps (Trainer.skip_step), in no average
 
     def add(self, loss: float, norm: float, clipped: bool, tokens: int, seconds: float) -> None:
         self.losses.append(loss)
@@ -575,13 +600,14 @@ class _Window:
         return self.tokens / max(self.seconds, 1e-9)
 
     def summary(self) -> dict:
-        n = max(len(self.losses), 1)
-        return dict(
-            loss=sum(self.losses) / n,
-            grad_norm=sum(self.norms) / n,
-            clip_rate=self.clipped / n,
+        n = len(self.losses)
+        figures = dict(
+            loss=sum(self.losses) / n if n else None,
+            grad_norm=sum(self.norms) / n if n else None,
+            clip_rate=self.clipped / max(n, 1),
             tokens_per_s=round(self.tokens_per_s, 1),
         )
+        return dict(figures, skipped=self.skipped) if self.skipped else figures
 
 
 def train(
@@ -728,6 +754,7 @@ def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple
     tok = data.tokenizer
     ids = dict(pad_id=tok.pad_id, unk_id=tok.unk_id, bos_id=tok.bos_id, eos_id=tok.eos_id, blank_id=tok.blank_id)
     cfg = replace(cfg, vocab_size=len(tok), **ids)
+    cfg = replace(cfg, unigram_bias=cfg.wants_unigram_bias)  # the checkpoint records what was done
     model = build_model(cfg)
     if fresh and cfg.unigram_bias:
         model.start_at_unigram(unigram_counts(data.stream("train"), len(tok)))

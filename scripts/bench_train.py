@@ -2,13 +2,15 @@
 
     python scripts/bench_train.py --quick              # baseline, uni and bi defaults (< 3 min)
     python scripts/bench_train.py                      # every lever
-    python scripts/bench_train.py --only uni,uni-bf16 --ppl-tokens 500000   # and valid ppl after 0.5 M tokens
+    python scripts/bench_train.py --only uni-fp32,uni-bf16 --ppl-tokens 500000   # and valid ppl after 0.5 M tokens
 
 configurations: baseline (the PyTorch example, see bilm/bench.py), uni and bi (bilm's defaults), and
 each lever changed alone from uni's defaults: uni-full-softmax (tied), uni-batch20, uni-batch128 (lr
-4e-3), uni-bf16 (autocast), uni-1thread, uni-adamw-loop / bi-adamw-loop (AdamW as a loop over
-parameters instead of the default fused kernel), uni-dropout-per-step (a fresh dropout mask per time
-step instead of LockedDropout), uni-cutoffs-2k (adaptive softmax head of 2,000 words instead of 1,000).
+4e-3), uni-fp32 / uni-bf16 / bi-fp32 / bi-bf16 (`--precision auto`, the default, is bf16 where the CPU
+has it natively and fp32 elsewhere), uni-large / bi-large (`--preset large`), uni-1thread,
+uni-adamw-loop / bi-adamw-loop (AdamW as a loop over parameters instead of the default fused kernel),
+uni-dropout-per-step (a fresh dropout mask per time step instead of LockedDropout), uni-cutoffs-2k
+(adaptive softmax head of 2,000 words instead of 1,000).
 
 All configurations live in one process and are timed in alternating blocks (see bilm/bench.py);
 each row is the median over the rounds, and "x base" the median of the per-round ratios to the
@@ -36,7 +38,7 @@ from bilm.bench import (
     train_flops_per_token,
 )
 from bilm.data import DataConfig, prepare
-from bilm.models import ModelConfig, adaptive_cutoffs
+from bilm.models import ModelConfig, adaptive_cutoffs, preset
 from bilm.train import TrainConfig
 
 
@@ -55,7 +57,12 @@ def variants(quick: bool, threads: int) -> dict[str, tuple]:
                 "uni-full-softmax": (replace(uni, output="full"), defaults, threads, None),
                 "uni-batch20": (uni, replace(defaults, batch_size=20), threads, None),
                 "uni-batch128": (uni, replace(defaults, batch_size=128, lr=4e-3), threads, None),
+                "uni-fp32": (uni, replace(defaults, precision="fp32"), threads, None),
                 "uni-bf16": (uni, replace(defaults, precision="bf16"), threads, None),
+                "bi-fp32": (bi, replace(defaults, precision="fp32"), threads, None),
+                "bi-bf16": (bi, replace(defaults, precision="bf16"), threads, None),
+                "uni-large": (ModelConfig(kind="uni", **preset("large", "uni")), defaults, threads, None),
+                "bi-large": (ModelConfig(kind="bi", **preset("large", "bi")), defaults, threads, None),
                 "uni-1thread": (uni, defaults, 1, None),
                 "uni-adamw-loop": (uni, defaults, threads, False),
                 "uni-dropout-per-step": (replace(uni, locked_dropout=False), defaults, threads, None),
@@ -111,7 +118,7 @@ def main(quick, corpus, rounds, block, threads, only, ppl_tokens, json_out):
         flops = train_flops_per_token(cfg, shares)
         median = statistics.median(tok_s[name])
         ratio = statistics.median(a / r for a, r in zip(tok_s[name], tok_s[base], strict=True))
-        dtype = "bf16" if b.train_cfg.precision == "bf16" else "fp32"
+        dtype = b.trainer.precision  # `auto` resolved: bf16 where the CPU has it natively
         gflops = median * flops / 1e9
         rows.append(
             dict(

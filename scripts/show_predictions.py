@@ -18,6 +18,7 @@ BLANKS = [
     "He was born in ___ , England , in 1950 .",
     "The film was released in ___ 2010 .",
     "She played the ___ in the orchestra .",
+    "she opened the ___ and walked in .",
 ]
 
 

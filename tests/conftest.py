@@ -43,6 +43,7 @@ def tiny_train(**overrides) -> TrainConfig:
     # plateau: 300 steps leave a tiny model no room for a warmdown tail (the schedules have their own tests)
     cfg = dict(batch_size=16, bptt=12, lr=1e-2, max_steps=300, log_every=25, early_stop=0, epochs=1000)
     cfg["schedule"] = "plateau"
+    cfg["precision"] = "fp32"  # the same numbers on every CPU; bf16 has its own tests (test_train_speed.py)
     cfg.update(overrides)
     return TrainConfig(**cfg)
 

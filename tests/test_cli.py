@@ -67,13 +67,15 @@ def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
     result = run("fill", tmp_path / "bi", "the ___ then then moos .", "--choices", "cat,cow,zebra", "--json")
     [bi] = json.loads(result.output)
     assert [c["word"] for c in bi["candidates"]] == ["cow", "cat", "zebra"]
-    assert bi["candidates"][2] == {"word": "zebra", "prob": None, "known": False}
+    zebra = {"word": "zebra", "prob": None, "known": False, "sequence": "the zebra then then moos .", "tokens": 1}
+    assert bi["candidates"][2] == zebra
+    assert bi["candidates"][0]["sequence"] == "the cow then then moos ."
     result = run("fill", tmp_path / "uni", "the ___ then then moos .", "--choices", "cat,zebra", "--json")
     left, rescored = json.loads(result.output)
     assert (left["method"], rescored["method"]) == ("uni-left", "uni-rescore")
     assert rescored["candidates"] == [
-        {"word": "cat", "prob": 1.0, "known": True},
-        {"word": "zebra", "prob": None, "known": False},
+        {"word": "cat", "prob": 1.0, "known": True, "sequence": "the cat then then moos .", "tokens": 1},
+        {"word": "zebra", "prob": None, "known": False, "sequence": "the zebra then then moos .", "tokens": 1},
     ]
     result = run("fill", tmp_path / "bi", "the ___ then purrs .")
     assert "not in the vocabulary (read as <unk>): purrs" in result.output
@@ -101,3 +103,16 @@ def test_bad_input_gives_a_one_line_error(run, trained, tmp_path, args, message)
     assert message in result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_preset_sets_the_model_size_and_explicit_options_override_it(run, corpus, tmp_path):
+    sizes = {}
+    for name, extra in (("large-bi", []), ("large-bi-narrow", ["--hidden", 24])):
+        args = ["train", "--model", "bi", "--corpus", corpus, "--out", tmp_path / name, "--max-steps", 1]
+        result = run(*args, "--preset", "large", "--batch-size", 4, "--precision", "fp32", *extra)
+        assert result.exit_code == 0, result.output
+        model = json.loads((tmp_path / name / "last" / "config.json").read_text())["model"]
+        sizes[name] = (model["layers"], model["hidden_size"], model["emb_size"], model["dropout"])
+    assert sizes == {"large-bi": (2, 400, 400, 0.25), "large-bi-narrow": (2, 24, 400, 0.25)}
+    result = run("train", "--resume", "--out", tmp_path / "large-bi", "--preset", "small")
+    assert result.exit_code != 0 and "hidden" in result.output  # the run was not trained at the small preset's size

@@ -165,6 +165,7 @@ def pair_runs(tmp_path_factory):
     for kind, steps, batch in (("uni", 300, 16), ("bi", 300, 32)):
         model = ModelConfig(kind=kind, emb_size=16, hidden_size=32, layers=1, dropout=0.0, output="full")
         cfg = TrainConfig(lr=2e-2, batch_size=batch, bptt=10, max_steps=steps, early_stop=0, log_every=50, device="cpu")
+        cfg.precision = "fp32"
         runs[kind] = root / kind
         train(DataConfig(str(corpus)), model, cfg, runs[kind], data_dir=root / "data", log=lambda _: None)
     return root, runs
@@ -194,6 +195,28 @@ def test_bi_beats_uni_left_where_the_right_context_decides(pair_runs):
     assert report["meta"]["split"] == "test" and len(report["meta"]["checkpoints"]["bi"]["config_sha256"]) == 12
     assert "curves" in report["sections"]
     assert (out / "figures" / "fill_accuracy_by_length.png").is_file()
+
+
+def test_evaluate_on_the_users_own_text_file(pair_runs, tmp_path):
+    root, runs = pair_runs
+    text = tmp_path / "mine.txt"  # one sentence per line, no blank lines, and one Latin-1 byte
+    sentences = synthetic_sentences(40, random.Random(7))
+    text.write_bytes(("\n".join(sentences) + "\n").encode() + b"caf\xe9 .\n")
+    args = ["--uni", str(runs["uni"]), "--bi", str(runs["bi"]), "--text", str(text), "--out", str(tmp_path / "rep")]
+    args += ["--device", "cpu", "--data-dir", str(tmp_path / "data"), "--rescore-sample", "0", "--bootstrap", "50"]
+    result = CliRunner().invoke(evaluate_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["meta"]["split"] == "text"
+    fill = report["sections"]["fill"]["methods"]
+    assert fill["bi"]["all"]["all"]["n"] == 4 * 40 + 1  # every word of the 40 sentences and "." after <unk> "café"
+    assert fill["bi"]["position"]["start"]["top1"] > fill["uni-left"]["position"]["start"]["top1"] + 0.5
+    assert report["sections"]["lm"]["models"]["uni"]["unk_rate"] > 0
+
+    (tmp_path / "empty.txt").write_text("\n\n")
+    args[args.index(str(text))] = str(tmp_path / "empty.txt")
+    result = CliRunner().invoke(evaluate_command, args)
+    assert result.exit_code != 0 and "no sentences" in str(result.exception)
 
 
 def test_evaluate_needs_a_checkpoint(tmp_path):

@@ -124,3 +124,44 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "ck3" / "config.json").write_text("{broken")
     with pytest.raises(BilmError, match="config.json is corrupt"):
         load_checkpoint(tmp_path / "ck3")
+
+
+def test_unigram_bias_start_is_on_except_for_bi_with_a_tied_full_softmax():
+    adaptive = dict(vocab_size=30_000, output="adaptive")
+    assert ModelConfig(kind="uni", **adaptive).wants_unigram_bias
+    assert ModelConfig(kind="bi", **adaptive).wants_unigram_bias
+    assert ModelConfig(kind="uni", vocab_size=20, output="full").wants_unigram_bias
+    assert not ModelConfig(kind="bi", vocab_size=20, output="full").wants_unigram_bias  # tied: held on a plateau
+    assert ModelConfig(kind="bi", vocab_size=20, output="full", tie_weights=False).wants_unigram_bias
+    assert not ModelConfig(kind="uni", unigram_bias=False, **adaptive).wants_unigram_bias
+
+
+def test_aux_lm_trains_each_bi_stack_as_a_language_model_and_nothing_else_changes(corpus, data_dir, tmp_path):
+    from bilm.data import DataConfig, prepare
+    from bilm.train import train
+
+    from .conftest import tiny_model, tiny_train
+
+    def stack_lm_loss(model, batch):  # what the forward and backward stacks alone say of each word
+        model.eval()
+        with torch.no_grad():
+            left, right = model.context(batch.inputs, batch.lengths)
+            mask = torch.arange(left.size(1))[None] < batch.lengths[:, None]
+            targets = batch.inputs[:, 1:-1][mask]
+            return [-model.target_log_prob(h[mask], targets).mean().item() for h in (left, right)]
+
+    data = prepare(DataConfig(str(corpus)), data_dir=data_dir, log=lambda s: None)
+    batch = pad_sentences(list(data.sentences("valid")), data.tokenizer.bos_id, data.tokenizer.eos_id, 0)
+    losses = {}
+    for aux in (0.0, 1.0):
+        out = tmp_path / f"aux{aux}"
+        train(DataConfig(str(corpus)), tiny_model("bi", aux_lm=aux), tiny_train(max_steps=150), out,
+              data_dir=data_dir, log=lambda s: None)  # fmt: skip
+        losses[aux] = stack_lm_loss(load_checkpoint(out).model, batch)
+    # Trained as language models, each stack alone predicts far better than the fill-only model's stacks.
+    assert losses[1.0][0] < losses[0.0][0] - 0.5 and losses[1.0][1] < losses[0.0][1] - 0.5
+    model = build_model(_cfg("bi", aux_lm=0.0)).eval()
+    logp = model.sequence_log_probs(batch.inputs[:, :12] % V, batch.lengths.clamp(max=10))
+    mask = torch.arange(logp.size(1))[None] < batch.lengths.clamp(max=10)[:, None]
+    plain, _ = model.loss(Batch(batch.inputs[:, :12] % V, lengths=batch.lengths.clamp(max=10)))
+    assert plain.item() == pytest.approx(-(logp * mask).sum().item() / mask.sum().item(), rel=1e-5)  # aux 0: as before

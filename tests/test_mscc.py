@@ -16,7 +16,7 @@ from bilm.checkpoint import save_checkpoint
 from bilm.cli_eval import mscc as mscc_command
 from bilm.errors import BilmError
 from bilm.models import ModelConfig, build_model
-from bilm.mscc import accuracy, default_dir, load_questions, score, wilson
+from bilm.mscc import accuracy, default_dir, evaluate_mscc, load_questions, score, wilson
 from bilm.tokenizer import Tokenizer
 
 # Probabilities of a context-free model; the other words share what is left.
@@ -116,3 +116,18 @@ def test_mscc_command(tmp_path, files, tok):
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["sections"]["mscc"]["models"]["bi"]["accuracy"] == pytest.approx(0.4)
     assert [a["accuracy"] for a in report["sections"]["mscc"]["anchors"]] == [20.0, 39.0, 55.4, 64.0]
+
+
+def test_uni_and_bi_together_rank_by_the_sum_of_their_log_probabilities(files, tok):
+    qs = load_questions(*files)
+    uni, bi = constant_model("uni", tok), constant_model("bi", tok)
+    with torch.no_grad():  # a bi model that prefers fish: alone it gets Q2 right and Q1 wrong
+        bi.output.decoder.bias[tok.id("fish")] = math.log(0.9)
+    result = evaluate_mscc({"uni": (uni, tok), "bi": (bi, tok)}, qs, torch.device("cpu"))
+    both = score(uni, tok, qs, "cpu")[0] + score(bi, tok, qs, "cpu")[0]
+    assert set(result["models"]) == {"uni", "bi", "uni+bi"}
+    assert result["models"]["uni+bi"]["kind"] == "uni+bi"
+    expected = accuracy(both, [q.answer for q in qs])
+    assert result["models"]["uni+bi"]["predictions"] == expected["predictions"]
+    assert result["models"]["uni+bi"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result["models"]["uni+bi"]["predictions"] != result["models"]["uni"]["predictions"]

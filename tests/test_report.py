@@ -22,18 +22,18 @@ from bilm.tokenizer import Tokenizer
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.py"
 
 
-def fill_summary() -> tuple[dict, FillConfig]:
-    """A summary of 3 sentences x 4 blanks with made-up ranks, through the real `summarize`."""
-    n = 12
+def fill_summary(sentences: int = 9) -> tuple[dict, FillConfig]:
+    """A summary of `sentences` x 4 blanks with made-up ranks, through the real `summarize`."""
+    n = 4 * sentences
     result = FillResult(
-        sentence=np.repeat(np.arange(3), 4),
-        index=np.tile(np.arange(4), 3),
+        sentence=np.repeat(np.arange(sentences), 4),
+        index=np.tile(np.arange(4), sentences),
         length=np.full(n, 4),
         target=np.full(n, 5),
-        n_sentences=3,
+        n_sentences=sentences,
         excluded_unk=0,
     )
-    result.ranks = {"bi": np.tile([1.0, 1, 2, 7], 3), "uni-left": np.tile([9.0, 1, 2, 30], 3)}
+    result.ranks = {"bi": np.tile([1.0, 1, 2, 7], sentences), "uni-left": np.tile([9.0, 1, 2, 30], sentences)}
     result.log_probs = {m: -np.log(r + 1) for m, r in result.ranks.items()}
     result.seconds = {"bi": 1.0, "uni-left": 0.5}
     result.passes = {"bi": 3, "uni-left": 3}
@@ -80,8 +80,17 @@ def test_fill_section_numbers():
     # Identical sentences: every bootstrap resample gives the same mean, so the interval is a point.
     assert bi["top1_ci"] == pytest.approx((0.5, 0.5))
     section = fill_section(summary, cfg.to_dict())
-    assert "| bi | 12 | 50.0 [50.0, 50.0] | 75.0 [75.0, 75.0] | 100.0 [100.0, 100.0] |" in section.markdown
+    assert "| bi | 36 | 50.0 [50.0, 50.0] | 75.0 [75.0, 75.0] | 100.0 [100.0, 100.0] |" in section.markdown
+    assert "resampling whole sentences (9 of them, 100 resamples)" in section.markdown
     assert [f.name for f in section.figures] == ["accuracy_by_length", "accuracy_by_position"]
+
+
+def test_a_group_under_30_blanks_shows_its_n_and_no_interval():
+    summary, cfg = fill_summary(sentences=3)
+    bi = summary["methods"]["bi"]["all"]["all"]
+    assert bi["n"] == 12 and all(math.isnan(x) for x in bi["top1_ci"])
+    section = fill_section(summary, cfg.to_dict())
+    assert "| bi | 12 | 50.0 (n=12) | 75.0 (n=12) | 100.0 (n=12) |" in section.markdown
 
 
 def test_report_files_are_self_contained(tmp_path):
@@ -112,7 +121,9 @@ def test_curves_from_metrics(tmp_path):
     records = [{"type": "train", "loss": 5.0, "step": 10}, {"type": "valid", "loss": 4.0, "ppl": 54.6, "step": 10}]
     log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"type": "tra')  # a torn last line
     assert read_metrics(log) == records
-    assert plot_curves({"uni": records}).png[:4] == b"\x89PNG"
+    curves = plot_curves({"uni": records})
+    assert curves.png[:4] == b"\x89PNG" and curves.name == "curves"  # (a run's label once overwrote the name)
+    assert "wall-clock minute" in curves.caption  # the panel that compares runs by what a CPU user pays
 
 
 @pytest.mark.skipif(not any(map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), reason="no chromium")

@@ -470,7 +470,7 @@ class Trainer:
         self.last_eval = dict(step=self.step, **result)
         self.record(dict(type="valid", epoch=self.epoch, **result, best_ppl=math.exp(min(self.best, 50))))
         self.log(
-            f"step {self.step:>6} | epoch {self.current_epoch} | valid ppl {result['ppl']:8.2f} | "
+            f"step {self.step:>6} | epoch {self.current_epoch} | {_ppl_label(self.model)} {result['ppl']:8.2f} | "
             f"lr {self.lr:.2e} | {self.tokens / max(self.train_seconds, 1e-9):,.0f} tok/s | {self.elapsed / 60:.1f} min"
         )
         stop = False
@@ -581,14 +581,26 @@ def _finite(obj):
     return obj
 
 
+def _ppl_label(model) -> str:
+    """bi's validation figure is a pseudo-perplexity (each word from both sides): never to be read as uni's."""
+    return "valid pseudo-ppl" if model.cfg.kind == "bi" else "valid ppl"
+
+
 class _Window:
-    """Running figures over one logging interval."""
+    """Running figures over one logging interval.
+
+    The loss is the mean over the interval's *tokens*: each batch's mean loss weighted by the
+    words it predicts. bi batches are sorted by length, so a plain mean of batch means would
+    weigh a batch of one-word sentences as much as one of 80-word sentences.
+    """
 
     def __init__(self):
         self.losses, self.norms, self.clipped, self.tokens, self.seconds = [], [], 0, 0, 0.0
         self.skipped = 0  # non-finite steps (Trainer.skip_step), in no average
+        self.loss_sum = 0.0  # sum over batches of mean loss x tokens
 
     def add(self, loss: float, norm: float, clipped: bool, tokens: int, seconds: float) -> None:
+        self.loss_sum += loss * tokens
         self.losses.append(loss)
         self.norms.append(norm)
         self.clipped += clipped
@@ -602,7 +614,7 @@ class _Window:
     def summary(self) -> dict:
         n = len(self.losses)
         figures = dict(
-            loss=sum(self.losses) / n if n else None,
+            loss=self.loss_sum / self.tokens if n and self.tokens else None,
             grad_norm=sum(self.norms) / n if n else None,
             clip_rate=self.clipped / max(n, 1),
             tokens_per_s=round(self.tokens_per_s, 1),

@@ -117,3 +117,12 @@ def test_every_parameter_gets_a_gradient(trained):
         loss.backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert not missing, missing
+
+
+def test_logged_train_loss_is_the_mean_over_tokens_not_over_batches():
+    from bilm.train import _Window
+
+    window = _Window()
+    window.add(loss=4.0, norm=1.0, clipped=False, tokens=10, seconds=0.1)  # a batch of short sentences
+    window.add(loss=1.0, norm=1.0, clipped=False, tokens=90, seconds=0.1)  # a batch of long ones
+    assert window.summary()["loss"] == pytest.approx((4.0 * 10 + 1.0 * 90) / 100)

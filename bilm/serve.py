@@ -155,7 +155,8 @@ class Batcher:
                     batch.append(job)
                 groups: dict[tuple, list[Job]] = {}
                 for job in batch:
-                    groups.setdefault(job.group, []).append(job)
+                    if job.future.set_running_or_notify_cancel():  # False: its client has gone
+                        groups.setdefault(job.group, []).append(job)
                 for jobs in groups.values():
                     self._answer(jobs)
                 if stop:

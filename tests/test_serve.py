@@ -186,6 +186,20 @@ def test_a_bad_text_in_a_batch_fails_alone(models):
     assert as_pairs(results[0]) == as_pairs(results[2]) == as_pairs(models[0].predictor.fill(FILL, 3))
 
 
+def test_a_request_given_up_before_its_turn_is_skipped_and_the_rest_answered(models):
+    jobs = [Job(models[0], "fill", FILL, 3, None) for _ in range(3)]
+    jobs[1].future.cancel()
+    batcher = Batcher(max_batch=8)
+    for job in jobs:
+        batcher.submit(job)
+    batcher.start()
+    try:
+        assert jobs[0].future.result(timeout=60) and jobs[2].future.result(timeout=60)
+    finally:
+        batcher.stop()
+    assert jobs[1].future.cancelled() and (batcher.batches, batcher.answered) == (1, 2)
+
+
 def test_port_in_use_is_a_one_line_error_before_loading(trained):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

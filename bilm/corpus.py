@@ -31,11 +31,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import textnorm
+from . import hub, textnorm
 from .errors import BilmError
 
 SPLITS = ("train", "valid", "test")
-NAMED = ("wikitext-2", "ptb", "gutenberg")
+NAMED = ("wikitext-2", "wikitext-103", "ptb", "gutenberg")
 
 # Raw text is cut into words, numbers and single punctuation marks; a few titles keep
 # their period so that "Mr. Holmes" does not end a sentence. Shared with the tokenizer,
@@ -311,20 +311,41 @@ class HubCorpus(Corpus):
             yield None, (tokens, split_sentences(tokens))
 
 
-def open_corpus(name: str, corpus_dir: str | Path | None = None) -> Corpus:
-    """Find a corpus by name (in `corpus_dir` / BILM_CORPUS_DIR) or by folder path."""
+class CorpusNotFound(BilmError):
+    """A named corpus with no copy here."""
+
+
+def open_corpus(
+    name: str,
+    corpus_dir: str | Path | None = None,
+    hub_dir: str | Path | None = None,
+    download: bool = False,
+    log=print,
+) -> Corpus:
+    """Find a corpus by name (in `corpus_dir` / BILM_CORPUS_DIR) or by folder path.
+
+    WikiText without a local copy: the copy fetched from the hub earlier into `hub_dir`, or with
+    `download`, fetched now (hub.py).
+    """
     if name.startswith("hf:"):
         return HubCorpus(name)
     if name in NAMED:
-        root = Path(corpus_dir) if corpus_dir else default_corpus_dir()
+        base = Path(corpus_dir) if corpus_dir else default_corpus_dir()
+        root = base / name if base else None
+        if (root is None or not root.is_dir()) and name in hub.CONFIGS and hub_dir is not None:
+            if download or hub.complete(Path(hub_dir) / name):
+                root = hub.fetch(name, Path(hub_dir), str(root) if root else "BILM_CORPUS_DIR", log)
         if root is None:
-            raise BilmError(f"corpus {name!r}: no corpus directory; pass --corpus-dir or set BILM_CORPUS_DIR")
-        root = root / name
+            raise CorpusNotFound(f"corpus {name!r}: no corpus directory; pass --corpus-dir or set BILM_CORPUS_DIR")
         if not root.is_dir():
-            raise BilmError(f"corpus {name!r} not found: {root} does not exist (pass --corpus-dir or BILM_CORPUS_DIR)")
-        if name == "wikitext-2":
+            raise CorpusNotFound(
+                f"corpus {name!r} not found: {root} does not exist (pass --corpus-dir or BILM_CORPUS_DIR)"
+            )
+        if name in hub.CONFIGS:  # train.txt ... as pytorch/examples names them, or the archive's wiki.train.tokens
             paths = {s: root / f"{s}.txt" for s in SPLITS}
-            return LineCorpus(name, paths, "expected train.txt, valid.txt, test.txt")
+            if not all(p.is_file() for p in paths.values()) and (root / "wiki.train.tokens").is_file():
+                paths = {s: root / f"wiki.{s}.tokens" for s in SPLITS}
+            return LineCorpus(name, paths, "expected train.txt, valid.txt, test.txt (or wiki.train.tokens, ...)")
         if name == "ptb":
             paths = {s: root / f"ptb.{s}.txt" for s in SPLITS}
             return LineCorpus(name, paths, "expected ptb.train.txt, ptb.valid.txt, ptb.test.txt")

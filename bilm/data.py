@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import textnorm
-from .corpus import SPLITS, Corpus, TextFile, open_corpus
+from .corpus import SPLITS, Corpus, CorpusNotFound, TextFile, open_corpus
 from .errors import BilmError
 from .models import Batch
 from .tokenizer import Tokenizer
@@ -91,14 +91,27 @@ class PreparedData:
 def prepare(
     cfg: DataConfig, corpus_dir: str | Path | None = None, data_dir: str | Path | None = None, log=print
 ) -> PreparedData:
-    """Tokenize and cache `cfg.corpus` unless an identical cache exists; return it."""
-    corpus = open_corpus(cfg.corpus, corpus_dir)
+    """Tokenize and cache `cfg.corpus` unless an identical cache exists; return it.
+
+    A named corpus whose text is not here: the cache prepared from it earlier with the same
+    settings (a machine given `data/` alone, e.g. a GPU node), else, for WikiText, the copy
+    from the Hugging Face hub (hub.py), fetched once into `DATA_DIR/hub/`.
+    """
+    root = Path(data_dir or default_data_dir())
+    try:
+        corpus = open_corpus(cfg.corpus, corpus_dir, hub_dir=root / "hub")
+    except CorpusNotFound:
+        prepared = find_prepared(cfg, root)
+        if prepared is not None:
+            log(f"{cfg.corpus}: no text here; using the cache prepared from it, {prepared.path}")
+            return prepared
+        corpus = open_corpus(cfg.corpus, corpus_dir, hub_dir=root / "hub", download=True, log=log)
     lowercase = corpus.lowercase if cfg.lowercase is None else cfg.lowercase
     settings = dict(cfg.to_dict(), lowercase=lowercase, version=CACHE_VERSION, source=corpus.fingerprint())
     settings.update(text_style=corpus.style, normalization=textnorm.NORMALIZATION)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(cfg.corpus).name or "corpus")
-    out = Path(data_dir or default_data_dir()) / f"{slug}-{key}"
+    slug = _slug(cfg.corpus)
+    out = root / f"{slug}-{key}"
     if (out / "meta.json").is_file():
         return PreparedData(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +146,26 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedData(out)
+
+
+def _slug(corpus: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(corpus).name or "corpus")
+
+
+def find_prepared(cfg: DataConfig, data_dir: Path) -> PreparedData | None:
+    """The newest cache in `data_dir` prepared from `cfg.corpus` with these settings, whatever its source files."""
+    matches = []
+    for meta_file in Path(data_dir).glob(f"{_slug(cfg.corpus)}-*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        made = meta.get("config", {})
+        same = dict(corpus=cfg.corpus, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq)
+        if cfg.lowercase is not None:
+            same["lowercase"] = cfg.lowercase
+        current = meta.get("version") == CACHE_VERSION and meta.get("normalization") == textnorm.NORMALIZATION
+        if current and all(made.get(k) == v for k, v in same.items()):
+            matches.append(meta_file)
+    newest = max(matches, key=lambda f: f.stat().st_mtime, default=None)
+    return PreparedData(newest.parent) if newest else None
 
 
 def prepare_text(path: str | Path, tokenizer: Tokenizer, data_dir: str | Path | None = None) -> PreparedData:

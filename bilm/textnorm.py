@@ -54,7 +54,7 @@ def normalize(text: str) -> str:
 
 def style_for_corpus(corpus: str) -> str:
     """The style of a corpus by its name: what a checkpoint that predates styles was trained on."""
-    return {"wikitext-2": "wikitext", "ptb": "ptb"}.get(corpus, "raw")
+    return {"wikitext-2": "wikitext", "wikitext-103": "wikitext", "ptb": "ptb"}.get(corpus, "raw")
 
 
 # -- WikiText ------------------------------------------------------------------------------

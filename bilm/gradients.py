@@ -19,6 +19,9 @@ spans all n words before it) and the first word (its right context spans all n a
 
 A per-step decay factor r gives g(k) ~ r^k; the fit of log median g(k) against k gives
 r, reported as a half-life ln 2 / -ln r in words (None when the signal does not decay).
+A trained model's g(k) is not one exponential (fast at first, slow later), so that
+half-life grows with the window; `summarize` also gives measures that do not depend on it
+(where g first falls below 1/2 and 1/10 of g(1), g(k)/g(1) at fixed k, the tail's shape).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import torch
 from torch import nn
 
 STACKS = ("rnn", "fwd", "bwd")  # the recurrent stacks of UniLM / BiLM, see models.py
+FIXED_DISTANCES = (1, 2, 5, 10, 20, 40, 80)  # g(k)/g(1) reported at these k (those inside the window)
+TAIL_START = 5  # the tail of g(k), fitted as exponential and as power law, starts here
 
 
 class StepRecorder(nn.Module):
@@ -172,7 +177,7 @@ def fit_decay(g: np.ndarray, k_min: int = 1) -> tuple[float, float | None]:
     """Least-squares fit of log g(k) = a + k log r over k >= k_min; returns (r, half-life in words).
 
     Zero entries (underflow: the signal is below float precision) are left out of the fit.
-    The half-life is None when r >= 1 (no decay).
+    The half-life is None when r >= 1 (no decay; within rounding, 1e-12 per step).
     """
     k = np.arange(1, len(g) + 1)
     keep = (k >= k_min) & (g > 0)
@@ -180,15 +185,63 @@ def fit_decay(g: np.ndarray, k_min: int = 1) -> tuple[float, float | None]:
         return 0.0, 0.0
     slope = np.polyfit(k[keep], np.log(g[keep]), 1)[0]
     rate = math.exp(slope)
-    return rate, (float(math.log(2) / -slope) if slope < 0 else None)
+    return rate, (float(math.log(2) / -slope) if slope < -1e-12 else None)  # rounding is not decay
+
+
+def reach(median: np.ndarray, fraction: float) -> int | None:
+    """The first distance k at which median g(k) falls below `fraction` of g(1); None if it never does."""
+    below = np.flatnonzero(median < fraction * median[0])
+    return int(below[0]) + 1 if len(below) else None
+
+
+def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(slope, R^2) of the least-squares line y = a + slope x."""
+    slope, intercept = np.polyfit(x, y, 1)
+    total = float(np.square(y - y.mean()).sum())
+    residual = float(np.square(y - (intercept + slope * x)).sum())
+    return float(slope), (1.0 - residual / total) if total > 0 else 1.0
+
+
+def tail_shape(median: np.ndarray, start: int = TAIL_START) -> dict | None:
+    """Is the tail of g(k) (k >= `start`) an exponential r^k or a power law k^-a? Both fitted in log space.
+
+    The better fit is the one with the larger R^2 of log g; None with fewer than 4 usable distances.
+    """
+    k = np.arange(1, len(median) + 1)
+    keep = (k >= start) & (median > 0)
+    if keep.sum() < 4:
+        return None
+    y = np.log(median[keep])
+    exp_slope, exp_r2 = line_fit(k[keep].astype(float), y)
+    pow_slope, pow_r2 = line_fit(np.log(k[keep]), y)
+    return {
+        "start": int(k[keep][0]),
+        "end": int(k[keep][-1]),
+        "exp_rate": math.exp(exp_slope),
+        "exp_r2": exp_r2,
+        "power_exponent": -pow_slope,
+        "power_r2": pow_r2,
+        "better": "power law" if pow_r2 > exp_r2 else "exponential",
+    }
 
 
 def summarize(g: np.ndarray) -> dict:
-    """Median and quartiles over windows (N, K) of each distance, the decay fit, far/near ratio."""
+    """Median and quartiles over windows (N, n) of each distance, and what describes the decay.
+
+    Window-independent: `k_half` / `k_tenth`, the first distance at which median g(k) falls
+    below 1/2 and 1/10 of g(1); `g_rel`, g(k)/g(1) at the fixed distances that fit the window;
+    `tail`, exponential against power law for k >= TAIL_START. Window-dependent: the
+    half-life of one exponential fitted over the whole window, which grows with the window
+    when the decay is fast at first and slow later. Every fit leaves out k = n, the window's
+    first word: it is read from the zero state with nothing before it to compete with, so its
+    gradient rises again (a boundary effect of the window, not memory).
+    """
     q25, median, q75 = np.quantile(g, [0.25, 0.5, 0.75], axis=0)
-    rate, half_life = fit_decay(median)
+    body = median[:-1] if len(median) > 2 else median  # k = n left out: the boundary word
+    rate, half_life = fit_decay(body)
     with np.errstate(divide="ignore", invalid="ignore"):
         far_near = np.median(g[:, -1] / g[:, 0])
+        g_rel = {str(k): float(body[k - 1] / median[0]) for k in FIXED_DISTANCES if k <= len(body)}
     return {
         "median": median.tolist(),
         "q25": q25.tolist(),
@@ -196,6 +249,10 @@ def summarize(g: np.ndarray) -> dict:
         "rate_per_step": rate,
         "half_life": half_life,
         "far_near": float(far_near),
+        "k_half": reach(body, 0.5),
+        "k_tenth": reach(body, 0.1),
+        "g_rel": g_rel,
+        "tail": tail_shape(body),
     }
 
 

@@ -209,13 +209,19 @@ def gradients(
             )
         seconds[label] = round(time.perf_counter() - clock, 1)
         click.echo(f"{label}: {count} windows x {len(windows)} lengths in {seconds[label]:.1f} s")
-    click.echo(f"{'model':<28} {'side':<5} {'length':>6} {'half-life':>9} {'far/near':>9} {'hidden h-l':>10}")
+    click.echo(
+        f"{'model':<28} {'side':<5} {'length':>6} {'k1/2':>5} {'k1/10':>5} {'tail':>11} "
+        f"{'half-life*':>10} {'far/near':>9} {'hidden h-l':>10}"
+    )
     for e in entries:
         hidden_hl = e["hidden"]["half_life"] if "hidden" in e else None
+        tail = e["tail"]["better"] if e.get("tail") else "-"
         click.echo(
-            f"{e['model'][-28:]:<28} {e['direction']:<5} {e['length']:>6} {_fmt(e['half_life']):>9} "
-            f"{e['far_near']:>9.1e} {_fmt(hidden_hl):>10}"
+            f"{e['model'][-28:]:<28} {e['direction']:<5} {e['length']:>6} {_fmt(e['k_half'], 'd'):>5} "
+            f"{_fmt(e['k_tenth'], 'd'):>5} {tail:>11} {_fmt(e['half_life']):>10} {e['far_near']:>9.1e} "
+            f"{_fmt(hidden_hl):>10}"
         )
+    click.echo("* one exponential fitted over the whole window: it grows with the window (k1/2, k1/10 do not)")
     bench = [str(Path(b).resolve()) for b in bench]
     payload = dict(entries=entries, seconds=seconds, threads=torch.get_num_threads(), bench=bench)
     _write_json(out, "gradients.json", payload)
@@ -425,3 +431,49 @@ bench.command("adding", help="The adding problem: sum two marked numbers T steps
 bench.command("copy", help="The copy task: recall 10 symbols after T blanks (solved: 99% recalled).")(
     _bench_command("copy", "20,50,100", 3000)
 )
+
+
+@click.command()
+@click.option("--claim", "claims", default=None, help="Claim number(s) 1-7, comma-separated [default: all].")
+@click.option("--quick", is_flag=True, help="Tiny settings (seconds, for tests): the verdicts then mean little.")
+@click.option("--uni", type=click.Path(file_okay=False), default=None, help="Claim 7: the uni checkpoint.")
+@click.option("--bi", type=click.Path(file_okay=False), default=None, help="Claim 7: the bi checkpoint.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True, help="Claim 7.")
+@click.option("--max-sentences", type=click.IntRange(min=1), default=None, help="Claim 7: the first N sentences.")
+@click.option("--report-only", is_flag=True, help="Run nothing: rewrite the report from the results in --out.")
+@click.option("--threads", "n_threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/ledger"),
+    show_default=True,
+    help="One <experiment>.json per experiment, runs/ (metrics), and the report (report.md/html/json, figures/).",
+)
+@click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False), default=None)
+def ledger(claims, quick, uni, bi, split, max_sentences, report_only, n_threads, out, corpus_dir, data_dir):
+    """Test each claim of the RNN notes and give it a verdict by rule (bilm/ledger.py).
+
+    Runs the experiments the chosen claims need, keeps each result in --out, and writes the
+    ledger report from every result found there; claim 7 needs --uni and --bi checkpoints.
+    """
+    import time
+
+    from .ledger import CLAIMS, Context, run_ledger, write_report
+
+    chosen = None
+    if claims:
+        chosen = _ints(claims, "--claim")
+        if max(chosen) > len(CLAIMS):
+            raise BilmError(f"--claim: the claims are numbered 1-{len(CLAIMS)}, got {claims!r}")
+    if (uni is None) != (bi is None):
+        raise BilmError("claim 7 compares two models: give both --uni and --bi")
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    started = time.perf_counter()
+    ctx = Context(out, quick, uni, bi, split, corpus_dir, data_dir, max_sentences, log=click.echo)
+    result = write_report(out) if report_only else run_ledger(ctx, chosen)
+    for e in result["entries"]:
+        click.echo(f"claim {e.claim.number}: {e.verdict.verdict:<27} {e.verdict.measured}")
+    paths = result["paths"]
+    click.echo(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({time.perf_counter() - started:.0f} s)")

@@ -38,12 +38,22 @@ COPY_SOLVED_ACCURACY = 0.99
 GRADIENT_PROBE = 100  # test sequences whose input gradients are measured at each evaluation
 
 
-def adding_batch(batch_size: int, T: int, generator: torch.Generator | None = None) -> Batch:
-    """inputs (B, T, 2) = (value, marker); targets (B,) the sum of the two marked values."""
+def adding_batch(
+    batch_size: int, T: int, generator: torch.Generator | None = None, min_distance: int = 0
+) -> Batch:
+    """inputs (B, T, 2) = (value, marker); targets (B,) the sum of the two marked values.
+
+    The markers fall one in each half of the first T - `min_distance` steps, so with
+    `min_distance` d both marked numbers lie at least d + 1 steps before the end
+    (the last input is 1 step before the answer).
+    """
+    span = T - min_distance
+    if span < 2:
+        raise ValueError(f"min_distance {min_distance} leaves no room for two markers in T={T}")
     values = torch.rand(batch_size, T, generator=generator)
-    half = T // 2
+    half = span // 2
     first = torch.randint(0, half, (batch_size,), generator=generator)
-    second = torch.randint(half, T, (batch_size,), generator=generator)
+    second = torch.randint(half, span, (batch_size,), generator=generator)
     markers = torch.zeros(batch_size, T)
     rows = torch.arange(batch_size)
     markers[rows, first] = 1.0
@@ -71,16 +81,28 @@ class AddingModel(nn.Module):
 
     The pairs pass through an identity `embedding`, the module the gradient probes hook
     in every model (gradients.py), so dL/dx_t is measured where a language model's is.
+
+    `bptt` (truncated backpropagation through time): the state reaches the last `bptt`
+    steps detached, so no gradient ever flows to an input more than `bptt` steps before
+    the answer, by construction (the forward pass still carries everything). The loss
+    sits at the end only, so cutting every `bptt` steps would give the same gradient.
     """
 
-    def __init__(self, cell: str, hidden_size: int = 128, init: str = "default", **options):
+    def __init__(self, cell: str, hidden_size: int = 128, init: str = "default", bptt: int | None = None, **options):
         super().__init__()
         self.embedding = nn.Identity()
         self.rnn = make_rnn(cell, 2, hidden_size, 1, 0.0, init, **options)
         self.head = nn.Linear(hidden_size, 1)
+        self.bptt = bptt
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.embedding(inputs))  # (B, T, H)
+        x = self.embedding(inputs)
+        state, cut = None, x.size(1) - (self.bptt or x.size(1))
+        if cut > 0:
+            with torch.no_grad():
+                _, state = self.rnn(x[:, :cut])
+            x = x[:, cut:]
+        out, _ = self.rnn(x, state)  # (B, T, H)
         return self.head(out[:, -1]).squeeze(-1)
 
     def loss(self, batch: Batch, state=None):
@@ -167,6 +189,8 @@ def run_bench(
     log_every: int | None = None,
     test_size: int = 500,
     max_minutes: float | None = None,
+    bptt: int | None = None,
+    min_distance: int = 0,
     seed: int = 0,
     out: Path | None = None,
     log=print,
@@ -176,16 +200,21 @@ def run_bench(
     An "epoch" is `eval_every` fresh random batches followed by a test on a fixed batch.
     Every figure is logged to `out/metrics.jsonl` when `out` is given, including the
     per-step input gradients of the training batches every `log_every` steps.
+    Adding task only: `bptt` truncates backpropagation to the last `bptt` steps
+    (AddingModel), `min_distance` keeps both markers that far from the end (adding_batch).
     """
     spec = TASKS[task]
+    if task != "adding" and (bptt or min_distance):
+        raise ValueError("bptt and min_distance apply to the adding task only")
+    task_options = dict(min_distance=min_distance) if min_distance else {}
     torch.manual_seed(seed)
-    model = spec.make_model(cell, hidden_size, init, **(options or {}))
-    test = spec.make_batch(test_size, T, torch.Generator().manual_seed(10_000 + seed))
+    model = spec.make_model(cell, hidden_size, init, **(dict(bptt=bptt) if bptt else {}), **(options or {}))
+    test = spec.make_batch(test_size, T, torch.Generator().manual_seed(10_000 + seed), **task_options)
 
     def batches(epoch: int, start: int):
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         for _ in range(start, eval_every):
-            yield spec.make_batch(batch_size, T, g)
+            yield spec.make_batch(batch_size, T, g, **task_options)
 
     def evaluate(m: nn.Module) -> dict:
         result = spec.evaluate(m, test, T)
@@ -236,6 +265,14 @@ def run_bench(
         "clip": clip,
         "norm_penalty": norm_penalty,
         "optimizer": optimizer,
+        "bptt": bptt,
+        "min_distance": min_distance,
+        "hidden_size": hidden_size,
+        "max_steps": steps,
+        "max_minutes": max_minutes,
+        "out_of_time": bool(not final["solved"] and max_minutes is not None and trainer.elapsed >= 60 * max_minutes),
+        "skipped_steps": summary.get("skipped_steps", 0),  # non-finite steps the trainer passed over
+        "diverged": summary.get("diverged") or None,
         "seed": seed,
         "steps": trainer.step,
         "seconds": summary["train_seconds"],

@@ -205,8 +205,10 @@ def test_gradients_report_puts_trained_and_untrained_models_and_the_benchmarks_i
     assert [r["cell"] for r in section["bench"]] == ["lstm"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Vanishing gradients" in text and "| rnn-sigmoid (default) | init |" in text
+    assert "k½ (words)" in text and "(window effect)" in text
     figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
-    assert figures == {f"gradients_{n}.png" for n in ("decay", "half_lives", "far_near", "bench", "input_gradients")}
+    names = ("decay", "half_lives", "far_near", "window", "bench", "input_gradients")
+    assert figures == {f"gradients_{n}.png" for n in names}
 
 
 def test_evaluate_report_takes_the_gradient_section_from_a_gradients_folder(trained, data_dir, tmp_path):

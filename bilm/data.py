@@ -330,6 +330,36 @@ class SentenceBatches:
         return pad_sentences(sentences, self.bos, self.eos, self.pad)
 
 
+class DeviceBatches:
+    """Batches moved to a CUDA device one ahead, from pinned host memory with non-blocking copies
+    (Batch.to): the copy of the next batch overlaps the step on this one."""
+
+    def __init__(self, batches, device: torch.device):
+        self.batches, self.device = batches, device
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        ahead = None
+        for batch in self.batches(epoch, start):
+            moved = pinned(batch).to(self.device)
+            if ahead is not None:
+                yield ahead
+            ahead = moved
+        if ahead is not None:
+            yield ahead
+
+
+def on_device(batches, device: torch.device):
+    """`batches` as DeviceBatches on CUDA; elsewhere as they are (the trainer's copy is a no-op on the CPU)."""
+    return DeviceBatches(batches, device) if device.type == "cuda" else batches
+
+
+def pinned(batch: Batch) -> Batch:
+    return Batch(*(None if t is None else t.pin_memory() for t in (batch.inputs, batch.targets, batch.lengths)))
+
+
 def split_spans(spans: np.ndarray, max_len: int) -> np.ndarray:
     """(N, 2) sentence spans -> (M, 2) pieces of at most `max_len` tokens, in order; empty spans vanish.
 

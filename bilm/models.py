@@ -167,6 +167,10 @@ class AdaptiveSoftmax(nn.Module):
         return self.asm.log_prob(h)
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if h.is_cuda and torch.is_autocast_enabled("cuda"):
+            # CUDA autocast returns log_softmax in float32, and the module copies it into a tensor of h's
+            # dtype (index_copy_ needs one dtype): float32 features there. CPU autocast keeps bf16 throughout.
+            h = h.float()
         return self.asm(h, targets).output
 
     def set_bias(self, logp: torch.Tensor) -> None:
@@ -243,7 +247,7 @@ class UniLM(LanguageModel):
 
     def forward(self, ids: torch.Tensor, state=None):
         """ids (B, T) -> features (B, T, H), final state (carried across BPTT windows)."""
-        out, state = self.rnn(self.drop(self.embedding(ids)), state)
+        out, state = run_rnn(self.rnn, self.drop(self.embedding(ids)), state)
         return self.drop(out), state
 
     def loss(self, batch: Batch, state=None):
@@ -281,9 +285,9 @@ class BiLM(LanguageModel):
         """
         B, L = ids.shape
         x = self.drop(self.embedding(ids))
-        f, _ = self.fwd(x)
+        f, _ = run_rnn(self.fwd, x)
         rev = _reverse_index(lengths + 2, L)  # rows hold n+2 real tokens incl. <bos>, <eos>
-        b, _ = self.bwd(x.gather(1, rev[..., None].expand_as(x)))
+        b, _ = run_rnn(self.bwd, x.gather(1, rev[..., None].expand_as(x)))
         b = b.gather(1, rev[..., None].expand_as(b))
         return f[:, :-2], b[:, 2:]
 
@@ -314,6 +318,19 @@ class BiLM(LanguageModel):
         logp = torch.zeros(B, T, device=ids.device)
         logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask]).float()  # bf16 under autocast
         return logp
+
+
+def run_rnn(rnn: nn.Module, x: torch.Tensor, state=None):
+    """`rnn(x, state)`; on CUDA under autocast, in float32.
+
+    PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype (ATen's AutocastRNN
+    casts them to half), and float16 gradients would need a gradient scaler. Kept in float32, the
+    recurrence needs none, and the output layers still run in bf16.
+    """
+    if x.is_cuda and torch.is_autocast_enabled("cuda"):
+        with torch.autocast("cuda", enabled=False):
+            return rnn(x.float(), state)
+    return rnn(x, state)
 
 
 def _length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ from .checkpoint import (
     read_config,
     save_checkpoint,
 )
-from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, prepare, unigram_counts
+from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, on_device, prepare, unigram_counts
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
@@ -559,6 +559,7 @@ class Trainer:
             lr=self.lr,
             precision=self.precision,
             skipped_steps=self.skipped,
+            save_seconds=round(self.save_seconds, 3),
             diverged=self.diverged or None,
         )
 
@@ -705,6 +706,7 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
     torch.manual_seed(train_cfg.seed)
     model_cfg, model = model_for(data, model_cfg, fresh=not resume)
     batches, evaluate = _task(model_cfg.kind, data, train_cfg, device, group)
+    batches = on_device(batches, device)  # CUDA: pinned memory, copied a batch ahead
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
     config = dict(

@@ -46,11 +46,13 @@ def run_evaluate(
     log=print,
     gradients: str | Path | None = None,
     text: str | Path | None = None,
+    ledger: str | Path | None = None,
 ) -> dict:
     """Perplexity and fill-in accuracy on `split` of the models' corpus; writes the report into `out`.
 
     `cfg` is an `evaluate.FillConfig`. `gradients`: a `bilm gradients --out` folder whose
     section joins the report. `text`: a text file to evaluate on instead of `split`.
+    `ledger`: a `bilm ledger --out` folder whose verdict table joins the report.
     Returns the report paths and every figure.
     """
     from .data import DataConfig, prepare, prepare_text
@@ -66,6 +68,11 @@ def run_evaluate(
         from .lab_plots import lab_section
 
         lab = lab_section(gradients)  # before the long evaluation: a wrong folder fails at once
+    verdicts = None
+    if ledger is not None:
+        from .ledger import ledger_from
+
+        verdicts = ledger_from(ledger)
     first = next(iter(ckpts.values()))
     if (
         len({str(sorted(c.config["data"].items())) for c in ckpts.values()}) > 1
@@ -100,7 +107,7 @@ def run_evaluate(
     meta = run_meta(
         ckpts, corpus=data.config.corpus, split=split, seed=cfg.seed, seconds=round(time.perf_counter() - started, 1)
     )
-    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts), lab]
+    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts), lab, verdicts]
     title = f"bilm evaluation: {data.config.corpus} {split}"
     paths = Report(title, meta, [s for s in sections if s]).write(out)
     log(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({meta['seconds']:.0f} s)")
@@ -193,6 +200,12 @@ def _with(options):
     default=None,
     help="A `bilm gradients --out` folder: its section (and benchmarks) join the report.",
 )
+@click.option(
+    "--ledger",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A `bilm ledger --out` folder (make lab): the claims and their verdicts join the report.",
+)
 @click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False))
 @click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False))
 def evaluate(
@@ -209,6 +222,7 @@ def evaluate(
     batch_size,
     seed,
     gradients,
+    ledger,
     corpus_dir,
     data_dir,
 ):
@@ -218,7 +232,20 @@ def evaluate(
     cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_sentences=max_sentences)
     if shortlist is not None:
         cfg.shortlist = shortlist
-    run_evaluate(uni, bi, split, out, cfg, corpus_dir, data_dir, device, log=click.echo, gradients=gradients, text=text)
+    run_evaluate(
+        uni,
+        bi,
+        split,
+        out,
+        cfg,
+        corpus_dir,
+        data_dir,
+        device,
+        log=click.echo,
+        gradients=gradients,
+        text=text,
+        ledger=ledger,
+    )
 
 
 @click.command()

@@ -38,9 +38,7 @@ COPY_SOLVED_ACCURACY = 0.99
 GRADIENT_PROBE = 100  # test sequences whose input gradients are measured at each evaluation
 
 
-def adding_batch(
-    batch_size: int, T: int, generator: torch.Generator | None = None, min_distance: int = 0
-) -> Batch:
+def adding_batch(batch_size: int, T: int, generator: torch.Generator | None = None, min_distance: int = 0) -> Batch:
     """inputs (B, T, 2) = (value, marker); targets (B,) the sum of the two marked values.
 
     The markers fall one in each half of the first T - `min_distance` steps, so with

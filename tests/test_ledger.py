@@ -164,6 +164,12 @@ def test_a_run_that_ran_out_of_time_is_not_called_a_failure():
     assert v.verdict == L.QUALIFIED and "ran out of its time" in v.reason and "(time)" in v.measured
 
 
+def test_a_diverged_run_whose_loss_was_saved_as_null_is_judged_and_shown():
+    diverged = dict(_run("lstm", solved=False), loss=None, finite=False)
+    v = L.judge_adding(_adding(lstm=diverged))
+    assert v.verdict == L.QUALIFIED and "lstm n/a (diverged)" in v.measured
+
+
 def _explode(plain_finite=False, tamed=(True, True, True), short_solved=False, full_solved=True, full_time=False):
     names = ["clipping (norm 1)", "truncated BPTT (10 steps)", "norm-preserving penalty (weight 1)"]
     rows = [dict(_run(solved=False), remedy="none", finite=plain_finite, max_grad_norm=1.0)]
@@ -259,10 +265,27 @@ def test_ledger_folder_without_results_is_a_clear_error(tmp_path):
 
 
 def test_bi_gain_compares_both_models_on_the_same_blanks_and_fills_the_worked_example(trained, data_dir):
-    result = bi_gain(str(trained["uni"]), str(trained["bi"]), "valid", max_sentences=20, bootstrap=50, data_dir=data_dir)
+    result = bi_gain(
+        str(trained["uni"]), str(trained["bi"]), "valid", max_sentences=20, bootstrap=50, data_dir=data_dir
+    )
     assert sum(r["n"] for r in result["by_right"]) == sum(r["n"] for r in result["by_left"]) == result["blanks"]
     assert result["overall"]["n"] == result["blanks"] > 0
     assert set(result["worked"]) == {"bi", "uni-left", "uni-rescore"}
     assert all(len(c) == 5 for c in result["worked"].values())
     verdict = L.judge_bi({"bi": result})
     assert verdict.verdict in L.VERDICTS and str(result["blanks"]) in verdict.measured.replace(",", "")
+
+
+def test_evaluate_report_takes_the_ledger_from_a_ledger_folder(trained, data_dir, tmp_path):
+    from bilm.cli_eval import evaluate as evaluate_command
+
+    ledger_dir = tmp_path / "ledger"
+    assert CliRunner().invoke(ledger_command, ["--claim", "1", "--quick", "--out", str(ledger_dir)]).exit_code == 0
+    out = tmp_path / "report"
+    args = ["--uni", str(trained["uni"]), "--bi", str(trained["bi"]), "--data-dir", str(data_dir), "--device", "cpu"]
+    args += ["--rescore-sample", "0", "--bootstrap", "10", "--max-sentences", "10", "--out", str(out)]
+    result = CliRunner().invoke(evaluate_command, [*args, "--ledger", str(ledger_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["sections"])[-1] == "ledger" and report["sections"]["ledger"]["1"]["verdict"] == L.HOLDS
+    assert (out / "figures" / "ledger_claim1.png").is_file()

@@ -584,7 +584,7 @@ def _finite(obj):
 
 def _ppl_label(model) -> str:
     """bi's validation figure is a pseudo-perplexity (each word from both sides): never to be read as uni's."""
-    return "valid pseudo-ppl" if model.cfg.kind == "bi" else "valid ppl"
+    return "valid pseudo-ppl" if getattr(getattr(model, "cfg", None), "kind", None) == "bi" else "valid ppl"
 
 
 class _Window:

@@ -4,7 +4,7 @@ Each setting runs in its own process (OpenMP sizes its pool once), the settings 
 (1, 2, 1, 2, ...) so that both see the same load, and the machine's load average is printed
 with the figures: run it on a busy machine to see what a shared CPU does to two threads.
 
-    .venv/bin/python scripts/bench_threads.py --quick        # ~30 s on a busy 2-core machine
+    .venv/bin/python scripts/bench_threads.py --quick        # ~30 s idle; minutes on a loaded machine
     .venv/bin/python scripts/bench_threads.py --rounds 5 --seconds 10
 """
 

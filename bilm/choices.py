@@ -20,6 +20,8 @@ import torch
 from .data import pad_sentences
 from .models import BiLM, LanguageModel
 
+MAX_BATCH_TOKENS = 16_384  # tokens (rows x padded length) in one forward pass: memory stays bounded
+
 
 def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
     """`a,b,c` -> [a, b, c]; with `spaces`, `a b c` too when there is no comma. Nothing: None."""
@@ -27,6 +29,21 @@ def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
         return None
     parts = text.split(",") if "," in text or not spaces else text.split()
     return [c.strip() for c in parts if c.strip()] or None
+
+
+def token_batches(lengths: list[int], budget: int = MAX_BATCH_TOKENS, max_rows: int | None = None) -> list[list[int]]:
+    """Row indices, shortest first, in passes of at most `budget` tokens (rows x longest row), one row at least."""
+    batches: list[list[int]] = []
+    longest = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        wider = max(longest, lengths[i], 1)
+        if batches and wider * (len(batches[-1]) + 1) <= budget and len(batches[-1]) < (max_rows or len(lengths)):
+            batches[-1].append(i)
+            longest = wider
+        else:
+            batches.append([i])
+            longest = max(lengths[i], 1)
+    return batches
 
 
 @torch.inference_mode()
@@ -42,10 +59,8 @@ def score_filled(
     cfg = model.cfg
     bi = isinstance(model, BiLM)
     span, whole = np.zeros(len(items)), np.zeros(len(items))
-    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     start = cfg.bos_id if bi else cfg.eos_id
-    for i in range(0, len(order), batch_size):
-        rows = order[i : i + batch_size]
+    for rows in token_batches([len(ids) + 2 for ids, _, _ in items], max_rows=batch_size):
         batch = pad_sentences([items[r][0] for r in rows], start, cfg.eos_id, cfg.pad_id).to(device)
         logp = model.sequence_log_probs(batch.inputs, batch.lengths).float().cpu()  # bi (B, n), uni (B, n + 1)
         cols = torch.arange(logp.size(1))[None, :]

@@ -13,6 +13,12 @@ Given choices are scored as in `bilm mscc` (see choices.py): a choice of several
 (textnorm); each candidate comes back with the filled `sequence`, the input with the
 blank replaced by the word as a person writes it.
 
+Memory stays bounded whatever the length of the text: a model sees at most MAX_CONTEXT
+words on each side of the blank (before the next word), nearer words kept, and the answer's
+note says when a text was cut (an LSTM uses a few hundred words of context at most); a
+forward pass holds at most MAX_BATCH_TOKENS tokens (rows x length), so batches of long
+texts and the uni-rescore shortlist are split into passes (scripts/bench_long_input.py).
+
 The CLI and the REPL are thin layers over `Predictor`.
 """
 
@@ -27,12 +33,14 @@ import torch
 
 from . import textnorm
 from .checkpoint import Checkpoint, load_checkpoint
-from .choices import score_filled
+from .choices import score_filled, token_batches
 from .data import pad_sentences
 from .errors import BilmError
 
 BLANK_RE = re.compile(r"_{3,}|\[MASK\]|<mask>", re.IGNORECASE)
 SHORTLIST = 50  # uni-rescore: how many uni-left candidates are rescored
+MAX_CONTEXT = 512  # words a model sees on each side of the blank (or before the next word)
+CUT_NOTE = f"context cut to the nearest {MAX_CONTEXT} words on each side"
 
 
 @dataclass
@@ -62,6 +70,7 @@ class Query:
     left: list[int]
     right: list[int]
     unknown: list[str]
+    cut: bool = False  # the text had more than MAX_CONTEXT words on a side
 
 
 def split_blank(text: str) -> tuple[str, str]:
@@ -99,7 +108,8 @@ class Predictor:
         left, right = split_blank(text)
         left_ids, unk_left = self.encode(left)
         right_ids, unk_right = self.encode(right)
-        return Query(left_ids, right_ids, unk_left + unk_right)
+        cut = len(left_ids) > MAX_CONTEXT or len(right_ids) > MAX_CONTEXT
+        return Query(left_ids[-MAX_CONTEXT:], right_ids[:MAX_CONTEXT], unk_left + unk_right, cut)
 
     # -- predictions ---------------------------------------------------------------
     def predict(self, text: str, k: int = 10, choices: list[str] | None = None) -> Prediction:
@@ -118,13 +128,15 @@ class Predictor:
         if self.kind == "bi":
             preds = [p[0] for p in self.fill_many([t.rstrip() + " ___" for t in texts], k, choices)]
             for pred in preds:
-                pred.note = "bi model: the next word is filled as a blank at the end of the sentence"
+                cut = f"; {CUT_NOTE}" if CUT_NOTE in pred.note else ""
+                pred.note = "bi model: the next word is filled as a blank at the end of the sentence" + cut
             return preds
         encoded = [self.encode(t) for t in texts]
-        logps = self._next_log_probs([ids for ids, _ in encoded])
+        encoded = [(ids[-MAX_CONTEXT:], u, len(ids) > MAX_CONTEXT) for ids, u in encoded]
+        logps = self._next_log_probs([ids for ids, _, _ in encoded])
         preds = [
-            Prediction("next", self._rank(lp, k, choices, Query(ids, [], u)), u)
-            for lp, (ids, u) in zip(logps, encoded, strict=True)
+            Prediction("next", self._rank(lp, k, choices, Query(ids, [], u)), u, CUT_NOTE if cut else "")
+            for lp, (ids, u, cut) in zip(logps, encoded, strict=True)
         ]
         for text, pred in zip(texts, preds, strict=True):
             for c in pred.candidates:
@@ -153,6 +165,9 @@ class Predictor:
                 ]
                 for q, left in zip(qs, self._next_log_probs([q.left for q in qs]), strict=True)
             ]
+        for q, preds in zip(qs, out, strict=True):
+            for pred in preds if q.cut else []:
+                pred.note = f"{pred.note}; {CUT_NOTE}" if pred.note else CUT_NOTE
         for text, preds in zip(texts, out, strict=True):
             for c in (c for pred in preds for c in pred.candidates):
                 c.sequence = BLANK_RE.sub(lambda _, w=c.word: w, text, count=1)
@@ -181,8 +196,24 @@ class Predictor:
                         out.append(e)
         return out
 
-    @torch.inference_mode()
     def _next_log_probs(self, contexts: list[list[int]]) -> torch.Tensor:
+        """log p(next | ids) for each list of ids, (N, V), in passes of at most MAX_BATCH_TOKENS tokens."""
+        return self._in_passes(self._next_log_probs_pass, contexts, [len(c) + 1 for c in contexts])
+
+    def _blank_log_probs(self, qs: list[Query]) -> torch.Tensor:
+        """log p(blank | left, right) for each query, (N, V), in passes of at most MAX_BATCH_TOKENS tokens."""
+        return self._in_passes(self._blank_log_probs_pass, qs, [len(q.left) + len(q.right) + 3 for q in qs])
+
+    @staticmethod
+    def _in_passes(run, rows: list, lengths: list[int]) -> torch.Tensor:
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        for batch in token_batches(lengths):
+            for i, logp in zip(batch, run([rows[i] for i in batch]), strict=True):
+                out[i] = logp
+        return torch.stack(out)
+
+    @torch.inference_mode()
+    def _next_log_probs_pass(self, contexts: list[list[int]]) -> torch.Tensor:
         """log p(next | ids) for each list of ids, (N, V); the uni stream starts lines after <eos>.
 
         Rows are padded on the right: a left-to-right model's state at a row's last word never sees the pad.
@@ -196,7 +227,7 @@ class Predictor:
         return self.model.log_prob(h[torch.arange(len(contexts), device=self.device), last]).cpu()
 
     @torch.inference_mode()
-    def _blank_log_probs(self, qs: list[Query]) -> torch.Tensor:
+    def _blank_log_probs_pass(self, qs: list[Query]) -> torch.Tensor:
         """log p(blank | left, right) for each query, (N, V)."""
         tok = self.tokenizer
         sentences = [q.left + [tok.blank_id] + q.right for q in qs]

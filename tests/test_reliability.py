@@ -3,6 +3,7 @@
 import errno
 import json
 import math
+import random
 import time
 
 import pytest
@@ -14,12 +15,14 @@ import bilm
 from bilm import checkpoint
 from bilm import train as train_module
 from bilm.checkpoint import SaveError, load_checkpoint, lock_run, save_checkpoint
+from bilm.choices import MAX_BATCH_TOKENS, token_batches
 from bilm.cli import cli
 from bilm.data import DataConfig, StreamBatches, prepare
 from bilm.errors import BilmError
+from bilm.predict import CUT_NOTE
 from bilm.train import Trainer, train
 
-from .conftest import tiny_model, tiny_train
+from .conftest import animal_sentence, tiny_model, tiny_train
 
 quiet = dict(log=lambda s: None)
 
@@ -325,3 +328,40 @@ def test_the_rng_state_is_saved_whole(trained):
     assert torch.equal(state["rng"], state["rng"]) and state["rng"].dtype == torch.uint8
     if torch.cuda.is_available():  # pragma: no cover - CPU machines
         assert "cuda_rng" in state
+
+
+# -- 8. bounded memory for any input ---------------------------------------------------------
+
+
+def long_text(words: int, blank: bool = True) -> str:
+    rng = random.Random(0)
+    sentences = " ".join(animal_sentence(rng) for _ in range(words // 6 + 1)).split()[:words]
+    if blank:
+        sentences[words // 2] = "___"
+    return " ".join(sentences)
+
+
+@pytest.mark.parametrize("kind", ["uni", "bi"])
+def test_a_20000_word_text_is_answered_in_passes_of_bounded_size(trained, kind, monkeypatch):
+    predictor = bilm.load(trained[kind])
+    sizes, cls = [], type(predictor.model)
+    real = cls.forward
+
+    def spy(self, ids, *args, **kwargs):
+        sizes.append(ids.numel())
+        return real(self, ids, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", spy)
+    preds = predictor.fill(long_text(20_000), k=3) + [predictor.predict(long_text(20_000, blank=False), k=3)]
+    assert all(CUT_NOTE in p.note and p.candidates for p in preds), [p.note for p in preds]
+    assert max(sizes) <= MAX_BATCH_TOKENS
+    short = predictor.fill("the ___ then again barks .", k=3)
+    assert all(CUT_NOTE not in p.note for p in short)
+
+
+def test_passes_hold_at_most_the_token_budget():
+    lengths = [5, 3000, 40, 40, 900, 1, 16_000, 17_000]
+    batches = token_batches(lengths, budget=4096)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 4096

@@ -206,7 +206,7 @@ def judge_geometric(r: dict) -> Verdict:
         row for row in small if row["activation"] == "tanh" and row["radius"] == max(x["radius"] for x in small)
     )
     measured = (
-        f"linear RNN: factor per step = ρ (largest |r − ρ| {worst:.1e}); tanh at ρ {tanh['radius']:g}: "
+        f"linear RNN: factor per step = ρ (largest deviation {worst:.1e}); tanh at ρ {tanh['radius']:g}: "
         f"r = {tanh['rate']:.3f}, half-life {tanh['half_life']:.2f} steps; min R² of the log-linear fit "
         f"{min(row['exp_r2'] for row in small):.4f}"
     )
@@ -408,6 +408,7 @@ class Claim:
     number: int
     text: str
     experiment: str
+    title: str  # the experiment in a few words, for the table
     needs: tuple[str, ...]  # experiments it cannot be judged without (run by `bilm ledger --claim N`)
     judge: Callable[[dict], Verdict]
     figure: str  # lab_plots function name that draws it
@@ -418,6 +419,10 @@ class Claim:
     def command(self) -> str:
         return f"bilm ledger --claim {self.number}{self.options} --out reports/ledger"
 
+    @property
+    def short_command(self) -> str:
+        return f"bilm ledger --claim {self.number}" + (" --uni U --bi B" if self.options else "")
+
 
 CLAIMS = (
     Claim(
@@ -425,7 +430,8 @@ CLAIMS = (
         "Gradients vanish because the same recurrent matrix multiplies the signal at every step: with small "
         "recurrent weights the gradient shrinks geometrically with distance.",
         "Linear and tanh RNNs with recurrent weights ρQ (Q random orthogonal), ρ < 1, at initialisation: "
-        "||∂L/∂h_{T−k}|| per step back, median of 100 windows of 60 steps, log-linear fit.",
+        "‖∂L/∂h_{T−k}‖ per step back, median of 100 windows of 60 steps, log-linear fit.",
+        "ρ sweep of linear and tanh RNNs, ρ < 1",
         ("radius",),
         judge_geometric,
         "ledger_geometric",
@@ -436,6 +442,7 @@ CLAIMS = (
         "sigmoid RNN's factor sigmoid'·W stays below 1 and the gradient vanishes (tanh's threshold is 1).",
         "Sweep of ρ from 0.25 to 16 for linear, sigmoid, tanh and ReLU RNNs (inputs 0.5·N(0, 1), no biases): "
         "per-step factor and half-life against ρ; where it reaches 1 against Pascanu et al.'s bound 1/γ.",
+        "ρ sweep 0.25–16: sigmoid, tanh, ReLU, linear",
         ("radius",),
         judge_bound,
         "ledger_bound",
@@ -445,6 +452,7 @@ CLAIMS = (
         "Stacking more layers of squashing non-linearities makes the vanishing worse.",
         "Fresh sigmoid and tanh RNN language models (64 units, PyTorch's init) with 1–4 layers: g(k) of the input "
         "embedding k words back, 100 random windows of 30 words.",
+        "fresh sigmoid / tanh RNNs, 1–4 layers",
         ("init",),
         judge_depth,
         "ledger_depth",
@@ -454,6 +462,7 @@ CLAIMS = (
         "ReLU does not squash, and avoids the problem (identity initialisation: IRNN).",
         "g(k) at init for ReLU (PyTorch's init) against IRNN and tanh, 1–4 layers; the ReLU column of the ρ sweep; "
         "the IRNN on the adding problem (claim 6).",
+        "ReLU (default init) vs IRNN vs tanh; ρ sweep",
         ("init", "radius"),
         judge_relu,
         "ledger_relu",
@@ -465,6 +474,7 @@ CLAIMS = (
         "truncation gives up dependencies longer than the truncation length.",
         "Adding problem T=100, IRNN, plain SGD lr 0.01: no remedy, clipping at norm 1, truncated BPTT (10 steps), "
         "the norm-preserving penalty. And T=30 with both markers > 10 steps back, GRU, BPTT 5 against full (30).",
+        "adding: SGD IRNN ± remedies; truncated BPTT",
         ("explode", "truncation"),
         judge_explode,
         "ledger_explode",
@@ -474,6 +484,7 @@ CLAIMS = (
         "Vanishing gradients are countered by weight initialisation, echo state networks and the LSTM.",
         "Adding problem T=200 (solved: test MSE < 0.01): LSTM, GRU, IRNN and the tanh RNN trained with AdamW "
         "(6,000 steps or 3 min each), an ESN of 500 units with a ridge-regression readout.",
+        "adding problem at T = 200, five cells",
         ("adding",),
         judge_adding,
         "ledger_adding",
@@ -484,6 +495,7 @@ CLAIMS = (
         'then they got out of the pool."',
         "bi against uni-left top-1 on every WikiText-2 test blank, paired gain by the words to the right (and to "
         "the left) of the blank, bootstrap over sentences; the notes' sentence filled by both.",
+        "bi vs uni-left on WikiText-2 test blanks",
         ("bi",),
         judge_bi,
         "ledger_bi",
@@ -576,7 +588,7 @@ def verdict_table(found: list[Entry]) -> str:
         [
             e.claim.number,
             e.claim.text,
-            f"{e.claim.experiment} `{e.claim.command}`",
+            f"{e.claim.title}: `{e.claim.short_command}`",
             e.verdict.measured,
             "–" if e.verdict.verdict == NOT_RUN else f"claim {e.claim.number}",
             f"**{e.verdict.verdict}**: {e.verdict.reason}",
@@ -602,7 +614,10 @@ def ledger_section(found: list[Entry]):
         "Each claim of the RNN notes bilm follows, the experiment that tests it (seeded, CPU-sized; one command "
         "each, all of them `make lab`), what it measured, and the verdict a rule in `bilm/ledger.py` reads from "
         "the measurements: *holds*, *holds with a qualification* (which one is said), *does not hold here*, "
-        "*not shown within budget* (a run it needs ran out of time first) or *not run*.\n\n" + verdict_table(found)
+        "*not shown within budget* (a run it needs ran out of time first) or *not run*.\n\n"
+        + verdict_table(found)
+        + "\n\n**The experiments** (all `--out reports/ledger`; U, B: the uni and bi checkpoints):\n\n"
+        + "\n".join(f"- **{e.claim.number}.** {e.claim.experiment} `{e.claim.command}`" for e in found)
     )
     data = {str(e.claim.number): dict(claim=e.claim.text, command=e.claim.command, **vars(e.verdict)) for e in found}
     return Section("Ledger: the claims of the RNN notes", text, figures, data, key="ledger")

@@ -359,9 +359,13 @@ def ledger_bound(results: dict) -> Figure:
     linear = [r["radius"] for r in _sweep_rows(sweep, "linear") if r["radius"] < 1]
     right.plot(linear, [math.log(2) / -math.log(x) for x in linear], "k:", label="ln 2 / −ln ρ")
     left.axhline(1, color="grey", lw=0.8)
+    radii = sorted({r["radius"] for r in sweep["rows"]})
+    ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16) if radii[0] <= t <= radii[-1]]
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("spectral radius ρ of the recurrent weights")
         ax.legend(fontsize=7)
     left.set_ylabel("per-step factor r of the state gradient")

@@ -175,6 +175,7 @@ class Repl:
         self.width = width  # None: the terminal's width at each answer, so a resize is followed
         self.choices: list[str] | None = None
         self.last: str | None = None
+        self.errors = 0  # lines answered with an error (a piped session then exits with status 1)
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -200,6 +201,7 @@ class Repl:
             self.show(line)
             self.last = line
         except BilmError as e:
+            self.errors += 1
             self.say(f"  error: {e}")
         return True
 
@@ -275,8 +277,8 @@ def run_repl(
     k: int = 10,
     echo: bool | None = None,
     width: int | None = None,
-) -> None:
-    """Read lines until :quit or end of input.
+) -> int:
+    """Read lines until :quit or end of input; return how many lines were answered with an error.
 
     On a terminal: a prompt, readline editing and history. From a pipe or a file: no
     history, and with `echo` (the default there) each line is written after the prompt,
@@ -304,6 +306,7 @@ def run_repl(
                 repl.say("  (cancelled)")
     finally:
         lines.close()  # now, not at garbage collection: the history file is written on close
+    return repl.errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -316,7 +319,8 @@ def run_repl(
 def repl(checkpoint, compare, k, echo, device):
     """Fill in blanks interactively: type a sentence with ___ and compare the models.
 
-    Reads a pipe too: printf 'the ___ sat on the mat .\\n' | bilm repl CHECKPOINT
+    Reads a pipe too: printf 'the ___ sat on the mat .\\n' | bilm repl CHECKPOINT (exit status 1 when
+    a line got an error; `bilm fill CHECKPOINT -` answers many lines as JSON).
     """
     from .predict import Predictor
 
@@ -325,4 +329,6 @@ def repl(checkpoint, compare, k, echo, device):
         other = Predictor.load(compare, device) if compare else None
     except BilmError as e:
         raise click.ClickException(str(e)) from None
-    run_repl(main, other, k=k, echo=echo)
+    errors = run_repl(main, other, k=k, echo=echo)
+    if errors and not sys.stdin.isatty():
+        raise click.ClickException(f"{errors} line(s) got an error (shown above)")

@@ -269,3 +269,11 @@ def test_format_wraps_to_width():
     assert "" in lines and lines[-1] == "  uni: left only"
     assert [w for line in lines if line.startswith("  bi ") for w in line.split()[1::2]] == [c.word for c in cands]
     assert format_prob(3e-5) == "3e-05" and format_prob(None) == "oov"
+
+
+def test_a_piped_session_with_a_failing_line_exits_with_status_1(runs):
+    result = CliRunner().invoke(repl, [str(runs["bi"])], input="the ___ ___ .\nthe ___ barks .\n")
+    assert result.exit_code == 1
+    lines = dict(transcript(result.output))
+    assert "2 blanks" in lines["the ___ ___ ."] and "bi" in table(lines["the ___ barks ."].split("Error:")[0])
+    assert result.output.rstrip().endswith("Error: 1 line(s) got an error (shown above)")

@@ -127,7 +127,7 @@ def exp_explode(ctx: Context) -> dict:
     T, steps, minutes = (20, 30, 0.1) if ctx.quick else (100, 600, 0.5)
     base = dict(cell="irnn", T=T, steps=steps, optimizer="sgd", lr=0.01, max_minutes=minutes, hidden_size=128)
     if ctx.quick:
-        base.update(hidden_size=8, lr=0.5)
+        base.update(hidden_size=8, lr=1.0)
     tau = max(2, T // 10)
     remedies = {
         "none": dict(clip=0),

@@ -289,3 +289,14 @@ def test_evaluate_report_takes_the_ledger_from_a_ledger_folder(trained, data_dir
     report = json.loads((out / "report.json").read_text())
     assert list(report["sections"])[-1] == "ledger" and report["sections"]["ledger"]["1"]["verdict"] == L.HOLDS
     assert (out / "figures" / "ledger_claim1.png").is_file()
+
+
+def test_plain_sgd_on_an_irnn_diverges_and_clipping_keeps_it_finite(tmp_path):
+    ctx = L.Context(tmp_path, quick=True, log=lambda line: None)
+    settings = dict(cell="irnn", T=20, steps=30, optimizer="sgd", lr=1.0, hidden_size=8, eval_every=10)
+    plain, clipped = (L._run(f"clip{c}", ctx, clip=c, **settings) for c in (0, 1))
+    assert not plain["finite"] and plain["steps"] < 30
+    assert clipped["finite"] and clipped["steps"] == 30 and clipped["max_grad_norm"] > 1  # clipped, not small
+    assert [s for s, _ in clipped["curve"]] == [10, 20, 30]
+    L.write_bench(tmp_path)  # no experiment json yet: nothing to write
+    assert not (tmp_path / "runs" / "adding.json").exists()

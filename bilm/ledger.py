@@ -599,6 +599,15 @@ def verdict_table(found: list[Entry]) -> str:
     return table(headers, rows)
 
 
+def worked_example(bi: dict | None) -> str:
+    """The notes' own sentence filled by both models (claim 7), as a paragraph; empty without results."""
+    if not bi or not bi.get("worked"):
+        return ""
+    shown = lambda c: f"{c['word']} {100 * c['prob']:.1f} %" if c["prob"] is not None else c["word"]  # noqa: E731
+    lines = [f"- **{method}**: " + ", ".join(map(shown, cands)) for method, cands in bi["worked"].items()]
+    return f"\n\n**The notes' sentence**, `{bi['example']}` (top 5 of each):\n\n" + "\n".join(lines)
+
+
 def ledger_section(found: list[Entry]):
     """The ledger as one report section: the table, then one figure per claim that has its measurements."""
     from . import lab_plots
@@ -618,6 +627,7 @@ def ledger_section(found: list[Entry]):
         + verdict_table(found)
         + "\n\n**The experiments** (all `--out reports/ledger`; U, B: the uni and bi checkpoints):\n\n"
         + "\n".join(f"- **{e.claim.number}.** {e.claim.experiment} `{e.claim.command}`" for e in found)
+        + worked_example(found[0].results.get("bi") if found else None)
     )
     data = {str(e.claim.number): dict(claim=e.claim.text, command=e.claim.command, **vars(e.verdict)) for e in found}
     return Section("Ledger: the claims of the RNN notes", text, figures, data, key="ledger")

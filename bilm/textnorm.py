@@ -103,6 +103,9 @@ def _peel(chunk: str, known, last: bool) -> tuple[list[str], str, list[str]]:
 def _wikitext_chunk(chunk: str, known, last: bool) -> list[str]:
     if _SPECIAL.fullmatch(chunk):
         return [chunk]
+    ends_text = last and chunk.endswith(".") and any(ch.isalnum() for ch in chunk)  # `U.S.` ending the text
+    if known is not None and known(chunk) and not ends_text:
+        return [chunk]  # a vocabulary word as it stands: `'s`, `U.S.`, `@-@`, `...` (already-tokenized text too)
     head, chunk, tail = _peel(chunk, known, last)
     if chunk and not (known is not None and known(chunk) and not chunk.isalnum()):
         for pattern, repl in _INNER:

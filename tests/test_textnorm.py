@@ -30,6 +30,12 @@ def test_wikitext_words_read_back_as_a_person_writes_them(raw, expected):
     assert detokenize(expected.split()) == raw
 
 
+def test_text_already_tokenized_as_wikitext_reads_the_same():
+    vocabulary = ABBREVIATIONS | {"'s", "'t", "'Brien", "@-@", "@,@", "@.@", "...", '"', "."}
+    for _, expected in WIKITEXT:
+        assert wikitext_words(expected, vocabulary.__contains__) == expected.split()
+
+
 def test_a_period_ending_the_text_is_split_even_after_an_abbreviation():
     assert wikitext_words("He moved to the U.S.", ABBREVIATIONS.__contains__)[-2:] == ["U.S", "."]
 

@@ -70,7 +70,8 @@ def read_json(path: Path) -> dict | None:
 
 def run(cmd: list[str]) -> str:
     """stdout of a command run from the repository root (it must succeed)."""
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # bilm's default: 1 thread
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
     return proc.stdout

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .data import PreparedData, unigram_counts
+from .distributed import ONE, Group
 from .models import Batch, ModelConfig, adaptive_cutoffs
 from .train import TrainConfig, Trainer, _task, _Window, model_for
 
@@ -131,13 +132,16 @@ class StepBench:
         train_cfg: TrainConfig,
         threads: int | None = None,
         fused_adamw: bool | None = None,
+        group: Group = ONE,
     ):
-        """`fused_adamw`: True / False swaps in AdamW as one fused kernel / a loop over parameters; None keeps it."""
+        """`fused_adamw`: True / False swaps in AdamW as one fused kernel / a loop over parameters; None keeps it.
+        `group`: the processes training together under torchrun (distributed.py)."""
         self.train_cfg, self.threads = replace(train_cfg, device="cpu", log_every=0, eval_every=0), threads
         torch.manual_seed(self.train_cfg.seed)
         self.model_cfg, model = model_for(data, model_cfg)
-        batches, self.evaluate = _task(self.model_cfg.kind, data, self.train_cfg, torch.device("cpu"))
-        self.trainer = Trainer(model, self.train_cfg, batches, len(batches), self.evaluate, torch.device("cpu"))
+        cpu = torch.device("cpu")
+        batches, self.evaluate = _task(self.model_cfg.kind, data, self.train_cfg, cpu, group)
+        self.trainer = Trainer(model, self.train_cfg, batches, len(batches), self.evaluate, cpu, group=group)
         self.trainer._clock = time.perf_counter()  # set by Trainer.fit, which the benchmark bypasses
         if fused_adamw is not None:
             t, params = self.train_cfg, [p for p in model.parameters() if p.requires_grad]
@@ -152,11 +156,15 @@ class StepBench:
             epoch += 1
 
     def run(self, seconds: float) -> float:
-        """Train for about `seconds`; tokens/s over the training steps alone."""
+        """Train for about `seconds`; tokens/s over the training steps alone.
+
+        The trainer's clock decides (processes training together agree on it, so they stop at one step).
+        """
         if self.threads:
             torch.set_num_threads(self.threads)
-        window, start = _Window(), time.perf_counter()
-        while time.perf_counter() - start < seconds:
+        self.trainer._clock = time.perf_counter()  # this block's time only
+        window, end = _Window(), self.trainer.elapsed + seconds
+        while self.trainer.elapsed < end:
             self.trainer.train_step(next(self.batches), window)
         return window.tokens_per_s
 

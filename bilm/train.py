@@ -206,6 +206,7 @@ class Trainer:
             best=self.best,
             last_eval=self.last_eval,
             skipped=self.skipped,
+            save_seconds=self.save_seconds,
         )
         layout = dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=self.steps_per_epoch)
         state = dict(
@@ -731,6 +732,7 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
         """The last good checkpoint: weights, optimizer, schedule, RNG and position in the epoch."""
         load_model(trainer.model, str(out / "last" / "model.safetensors"))
         trainer.load_state_dict(load_trainer_state(out / "last"))
+        distributed.seed_rank(train_cfg.seed, group.rank, trainer.step)  # rank 0's generator was restored
 
     metrics_file = out / "metrics.jsonl" if group.is_main else None
     trainer = Trainer(
@@ -742,7 +744,7 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
         log(f"resuming {out} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_index})")
     else:
         trainer.save("last")  # a restore point from the start: rollback, kill -9
-    distributed.seed_rank(train_cfg.seed, group.rank, trainer.step)
+        distributed.seed_rank(train_cfg.seed, group.rank, trainer.step)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"{model_cfg.kind} model: {model_cfg.layers}x{model_cfg.hidden_size} {model_cfg.cell}, "

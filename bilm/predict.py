@@ -16,7 +16,7 @@ blank replaced by the word as a person writes it.
 Memory stays bounded whatever the length of the text: a model sees at most MAX_CONTEXT
 words on each side of the blank (before the next word), nearer words kept, and the answer's
 note says when a text was cut (an LSTM uses a few hundred words of context at most); a
-forward pass holds at most MAX_BATCH_TOKENS tokens (rows x length), so batches of long
+forward pass holds at most choices.MAX_BATCH_TOKENS tokens (rows x length), so batches of long
 texts and the uni-rescore shortlist are split into passes (scripts/bench_long_input.py).
 
 The CLI and the REPL are thin layers over `Predictor`.

@@ -10,6 +10,7 @@ that raw user input is first cut the same way: `don't` -> `don 't` for WikiText-
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ from .errors import BilmError
 
 PAD, UNK, BOS, EOS, BLANK = "<pad>", "<unk>", "<bos>", "<eos>", "<blank>"
 SPECIALS = [PAD, UNK, BOS, EOS, BLANK]
+SURROGATE = re.compile("[\ud800-\udfff]")  # what Python makes of bytes that are not UTF-8
 
 
 class Tokenizer:
@@ -97,6 +99,8 @@ class Tokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """The words of raw `text` as the model sees them (cut as its corpus, normalised), before the vocabulary."""
+        if SURROGATE.search(text):
+            raise BilmError("the text is not valid Unicode (bytes that are not UTF-8?): save it as UTF-8")
         if self.style == "wikitext":
             return [self._normalize(w) for w in textnorm.wikitext_words(text, self._known)]
         if self.style == "ptb":

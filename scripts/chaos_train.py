@@ -70,6 +70,18 @@ def write_corpus(root: Path, sentences: int, seed: int) -> Path:
     return root
 
 
+def resumed_at(log: Path, proc: subprocess.Popen) -> int | None:
+    """The step a resumed run starts from, from its log line `resuming RUN at step N`; None if it never says."""
+    while True:
+        for line in log.read_text().splitlines():
+            if line.startswith("resuming "):
+                return int(line.split(" at step ")[1].split()[0])
+        if proc.poll() is not None:
+            print(f"  the resume did not start: see {log}")
+            return None
+        time.sleep(0.1)
+
+
 def last_step(run: Path) -> int:
     return max((r["step"] for r in records(run) if r.get("type") == "train"), default=0)
 
@@ -108,7 +120,7 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(run)
-    env = dict(os.environ, OMP_NUM_THREADS="1", BILM_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS="1", BILM_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     args.corpus = args.corpus or str(write_corpus(args.out / "corpus", 40_000, args.seed))
     subprocess.run(bilm("prepare", args.corpus), env=env, check=True, stdout=subprocess.DEVNULL)
     interval = args.save_every_minutes * 60
@@ -132,10 +144,11 @@ def main() -> int:
             if code != 0:
                 print(f"final run failed ({code}): see {log.name}")
                 failures += 1
-            resumes += resume
+            resumes += resumed_at(Path(log.name), proc) is not None
             break
-        begin = last_step(run)
-        while last_step(run) <= begin + 1 and proc.poll() is None:  # started and training
+        begin = resumed_at(Path(log.name), proc) if resume else 0
+        resumes += begin is not None
+        while begin is not None and last_step(run) <= begin + 1 and proc.poll() is None:  # training
             time.sleep(0.1)
         if proc.poll() is not None:
             print(f"round {round_}: the run ended before the kill ({proc.returncode}); see {log.name}")
@@ -146,7 +159,6 @@ def main() -> int:
         proc.wait()
         log.close()
         kills += 1
-        resumes += resume
         killed_at = last_step(run)
         killed_elapsed = max((r["elapsed"] for r in records(run)), default=0.0)
         state = saved_state(run)

@@ -1,6 +1,7 @@
 """Divergence, kills, full disks, hostile checkpoints and bad options: nothing lost, nothing crashes."""
 
 import errno
+import io
 import json
 import math
 import random
@@ -9,6 +10,8 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import bilm
@@ -19,7 +22,8 @@ from bilm.choices import MAX_BATCH_TOKENS, token_batches
 from bilm.cli import cli
 from bilm.data import DataConfig, StreamBatches, prepare
 from bilm.errors import BilmError
-from bilm.predict import CUT_NOTE
+from bilm.predict import CUT_NOTE, Prediction, split_blank
+from bilm.repl import Repl
 from bilm.train import Trainer, train
 
 from .conftest import animal_sentence, tiny_model, tiny_train
@@ -86,9 +90,7 @@ def test_non_finite_steps_are_skipped_without_touching_the_weights(corpus, data_
     assert first["type"] == "train" and first["skipped"] == 3 and math.isfinite(first["loss"])
 
 
-def test_a_run_of_bad_steps_rolls_back_to_last_good_checkpoint_with_a_lower_lr(
-    corpus, data_dir, tmp_path, monkeypatch
-):
+def test_a_run_of_bad_steps_rolls_back_to_last_good_checkpoint_with_a_lower_lr(corpus, data_dir, tmp_path, monkeypatch):
     fail_steps(monkeypatch, set(range(26, 30)))
     out = tmp_path / "run"
     cfg = tiny_train(max_steps=40, log_every=1, eval_every=20, max_bad_steps=4, lr=1e-2)
@@ -186,9 +188,7 @@ def test_last_is_also_saved_by_time_between_validations(corpus, data_dir, tmp_pa
     assert steps[:3] == [0, 1, 2] and 14 in steps  # at the start, then after every step
 
 
-def test_a_killed_run_resumes_from_its_last_timed_save_without_repeats_or_gaps(
-    corpus, data_dir, tmp_path, monkeypatch
-):
+def test_a_killed_run_resumes_from_its_last_timed_save_without_repeats_or_gaps(corpus, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     real_step = Trainer.train_step
 
@@ -365,3 +365,81 @@ def test_passes_hold_at_most_the_token_budget():
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 4096
+
+
+# -- 9. fuzzing: arbitrary Unicode raises nothing but BilmError -------------------------------
+
+FRAGMENTS = [
+    "___", "_____", "[MASK]", "<mask>", "the", "cat", "barks", "meows", " ", "  ", ".", ",", "!?", "'", '"',
+    "\x00", "\t", "\n", "\r", "\x1b[31m", "\u200b", "\u202e", "\ufeff", "\ud800", "\udfff", "שָׁלוֹם", "مرحبا",
+    "日本語", "🐈", "e\u0301", "ﬁ", "zebra", "<unk>", "<eos>", "<blank>", ":k", ":choices", "|", "\\", "%s", "{}",
+]  # fmt: skip
+fuzz_text = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=60),
+    st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join),
+)
+fuzz = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HUGE = "the cat " * 12_500 + "___ barks ."  # a 100,000-character line
+
+
+def only_bilm_errors(call, *args):
+    try:
+        return call(*args)
+    except BilmError as e:
+        assert "\n" not in str(e)
+        return None
+
+
+@fuzz
+@given(text=fuzz_text)
+@example(text=HUGE)
+@example(text="!!! ... ,,, ???")
+@example(text="zyzzyva quokka ___ xylophone")
+@example(text="\ud800___\udfff")
+def test_the_blank_parser_takes_any_text(text):
+    result = only_bilm_errors(split_blank, text)
+    if result is not None:
+        left, right = result
+        assert len(left) + len(right) < len(text)
+
+
+@pytest.fixture(scope="module")
+def predictors(trained):
+    return {kind: bilm.load(trained[kind]) for kind in ("uni", "bi")}
+
+
+@fuzz
+@given(text=fuzz_text)
+@example(text=HUGE)
+@example(text="\u202eshe said ___ \u202c")
+def test_the_tokenizer_takes_any_text_and_round_trips_its_words(predictors, text):
+    tok = predictors["uni"].tokenizer
+    ids = only_bilm_errors(tok.encode, text)
+    if ids is not None:
+        assert all(0 <= i < len(tok) for i in ids)
+        words = tok.decode(ids)
+        assert tok.encode(" ".join(w for w in words if w != "<unk>")) == [i for i in ids if i != tok.unk_id]
+
+
+@fuzz
+@given(line=fuzz_text)
+@example(line=":k 99999999999999999999")
+@example(line=":choices \ud800 | | ,")
+@example(line=":" + "k" * 1000)
+def test_the_repl_answers_any_line_without_raising(predictors, line):
+    out = io.StringIO()
+    repl = Repl([predictors["bi"], predictors["uni"]], out, k=3, width=80)
+    assert repl.handle(line) in (True, False)
+
+
+@fuzz
+@given(text=fuzz_text, kind=st.sampled_from(["uni", "bi"]))
+@example(text=HUGE, kind="uni")
+@example(text=HUGE, kind="bi")
+@example(text="... ___ !!!", kind="uni")
+def test_fill_and_predict_take_any_text(predictors, text, kind):
+    p = predictors[kind]
+    for call in (p.fill, p.predict):
+        preds = only_bilm_errors(call, text, 3)
+        for pred in [preds] if isinstance(preds, Prediction) else preds or []:
+            assert all(c.prob is None or 0 <= c.prob <= 1 for c in pred.candidates)

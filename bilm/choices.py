@@ -33,8 +33,9 @@ def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
     return [c.strip() for c in parts if c.strip()] or None
 
 
-def token_batches(lengths: list[int], budget: int = MAX_BATCH_TOKENS, max_rows: int | None = None) -> list[list[int]]:
+def token_batches(lengths: list[int], budget: int | None = None, max_rows: int | None = None) -> list[list[int]]:
     """Row indices, shortest first, in passes of at most `budget` tokens (rows x longest row), one row at least."""
+    budget = budget or MAX_BATCH_TOKENS
     batches: list[list[int]] = []
     longest = 0
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):

@@ -185,18 +185,24 @@ def _rank_of(pid: int) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks' processes in /proc (Linux)")
-def test_killing_one_rank_ends_the_job_and_leaves_the_last_checkpoint_intact(corpus, data_dir, tmp_path):
+@pytest.mark.parametrize("stop", ["kill -9 rank 1", "ctrl-c"])
+def test_killing_one_rank_or_ctrl_c_ends_the_job_and_leaves_the_last_checkpoint_intact(
+    stop, corpus, data_dir, tmp_path
+):
     out = tmp_path / "run"
     job = dict(corpus=str(corpus), data_dir=str(data_dir), kind="uni", out=str(out))
     job["train"] = dict(batch_size=8, max_steps=None, epochs=10_000, eval_every=20, log_every=20)
-    proc = torchrun([str(TESTS / "ddp_worker.py"), json.dumps(job)], tmp_path / "logs")
+    proc = torchrun([str(TESTS / "ddp_worker.py"), json.dumps(job)], tmp_path / "logs", start_new_session=True)
     try:
         deadline = time.monotonic() + TIMEOUT
         while _saved_step(out) < 20:  # last/ of the first validation
             assert proc.poll() is None and time.monotonic() < deadline, "the job did not start training"
             time.sleep(0.2)
         ranks = {_rank_of(p): p for p in _children(proc.pid)}
-        os.kill(ranks[1], signal.SIGKILL)
+        if stop == "ctrl-c":  # what a terminal does: SIGINT to the whole foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(ranks[1], signal.SIGKILL)
         proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:

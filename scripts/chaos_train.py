@@ -147,7 +147,7 @@ def main() -> int:
             resumes += resumed_at(Path(log.name), proc) is not None
             break
         begin = resumed_at(Path(log.name), proc) if resume else 0
-        resumes += begin is not None
+        resumes += resume and begin is not None
         while begin is not None and last_step(run) <= begin + 1 and proc.poll() is None:  # training
             time.sleep(0.1)
         if proc.poll() is not None:
@@ -188,6 +188,7 @@ def main() -> int:
     try:
         final = load_checkpoint(run / "last")
         final_ok = final.metrics.get("step") == args.steps
+        slowest_save = max(slowest_save, final.metrics.get("save_seconds", 0.0))
     except Exception as e:  # noqa: BLE001
         print(f"final checkpoint does not load: {e}")
         final_ok = False

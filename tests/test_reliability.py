@@ -330,6 +330,50 @@ def test_the_rng_state_is_saved_whole(trained):
         assert "cuda_rng" in state
 
 
+# -- 7. every option validated before any work ------------------------------------------------
+
+TRAIN = ["train", "--corpus", "/no/such/corpus", "--out", "/no/such/run"]
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (TRAIN + ["--cell", "lstn"], "--cell"),
+        (TRAIN + ["--init", "orthogonl"], "--init"),
+        (TRAIN + ["--batch-size", "0"], "--batch-size"),
+        (TRAIN + ["--dropout", "1.5"], "--dropout"),
+        (TRAIN + ["--lr", "-1"], "--lr"),
+        (TRAIN + ["--hidden", "0"], "--hidden"),
+        (TRAIN + ["--max-vocab", "3"], "--max-vocab"),
+        (TRAIN + ["--min-freq", "0"], "--min-freq"),
+        (TRAIN + ["--device", "gpu"], "--device"),
+        (["prepare", "/no/such/corpus", "--max-vocab", "-5"], "--max-vocab"),
+        (["fill", "/no/such/ckpt", "the ___ .", "-k", "0"], "-k"),
+        (["fill", "/no/such/ckpt", "the ___ .", "--device", "tpu"], "--device"),
+        (["predict", "/no/such/ckpt", "the", "--device", "gpu"], "--device"),
+        (["repl", "/no/such/ckpt", "--device", "gpu"], "--device"),
+        (["evaluate", "--uni", "/no/such/ckpt", "--out", "/tmp/r", "--device", "gpu"], "--device"),
+        (["evaluate", "--uni", "/no/such/ckpt", "--out", "/tmp/r", "--rescore-sample", "-1"], "--rescore-sample"),
+        (["gradients", "/no/such/ckpt", "--lengths", "10,x"], "--lengths"),
+        (["gradients", "--untrained", "--cell", "lstm,lstn"], "--cell"),
+        (["gradients", "--untrained", "--vocab", "2"], "--vocab"),
+        (["bench", "adding", "--cells", "gru,foo"], "--cells"),
+        (["bench", "adding", "--lr", "fast"], "--lr"),
+        (["bench", "adding", "--steps", "0"], "--steps"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error_before_anything_is_read(args, option):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and "Traceback" not in result.output
+
+
+def test_cuda_asked_for_without_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["fill", "/no/such/ckpt", "the ___ .", "--device", "cuda"])
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
 # -- 8. bounded memory for any input ---------------------------------------------------------
 
 

@@ -111,15 +111,43 @@ def demo(args) -> str | None:
     )
 
 
-def predictions(args) -> str | None:
-    if not (ROOT / "checkpoints/demo-bi").is_dir() or not (ROOT / "checkpoints/demo-uni").is_dir():
+def predictions(args, prefix: str = "demo") -> str | None:
+    uni, bi = f"checkpoints/{prefix}-uni", f"checkpoints/{prefix}-bi"
+    if not (ROOT / bi).is_dir() or not (ROOT / uni).is_dir():
         return None
-    cmd = [str(BIN / "python"), "scripts/show_predictions.py", "checkpoints/demo-uni", "checkpoints/demo-bi"]
+    cmd = [str(BIN / "python"), "scripts/show_predictions.py", uni, bi]
     return "```\n" + run(cmd).rstrip() + "\n```\n\n" + stamp(" ".join(cmd[1:]), 1)
 
 
-def report(args) -> str | None:
-    data = read_json(ROOT / "reports" / "wt2" / "report.json")
+def models(args) -> str | None:
+    """`make models`: each run's budget, steps, tokens and best validation figure."""
+    rows = []
+    for name in ("wt2-uni", "wt2-bi", "gut-uni", "gut-bi"):
+        run_dir = ROOT / "checkpoints" / name
+        metrics, config = read_json(run_dir / "last" / "metrics.json"), read_json(run_dir / "last" / "config.json")
+        if metrics is None or config is None:
+            return None
+        m = config["model"]
+        what = "pseudo-perplexity" if m["kind"] == "bi" else "perplexity"
+        rows.append(
+            f"| {name} | {m['layers']}×{m['hidden_size']}, emb {m['emb_size']}, dropout {m['dropout']:g} "
+            f"| {config['train']['max_minutes']:g} min | {metrics['step']:,} | {metrics['train_tokens'] / 1e6:.1f} M "
+            f"| {metrics['tokens_per_s']:,.0f} | {metrics['best_valid_ppl']:.1f} ({what}) |"
+        )
+    when = datetime.fromtimestamp((ROOT / "checkpoints/gut-bi/last/metrics.json").stat().st_mtime, timezone.utc)
+    return "\n".join(
+        [
+            "| run | model | budget | steps | tokens | tokens/s | best valid |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            stamp("make models (two runs side by side, one thread each)", 1, when.strftime("%Y-%m-%d %H:%M UTC")),
+        ]
+    )
+
+
+def report(args, folder: str = "wt2") -> str | None:
+    data = read_json(ROOT / "reports" / folder / "report.json")
     if data is None:
         return None
     meta, lm, fill = data["meta"], data["sections"].get("lm"), data["sections"].get("fill")
@@ -251,6 +279,9 @@ FIGURES = [
     Figure("gradients", gradients, "make report"),
     Figure("adding", adding, "make lab"),
     Figure("mscc", mscc, "make models"),
+    Figure("models", models, "make models"),
+    Figure("models-report", lambda args: report(args, "wt2-models"), "make models"),
+    Figure("models-predictions", lambda args: predictions(args, "wt2"), "make models"),
     Figure("threads", threads_bench, "scripts/bench_threads.py"),
     Figure("fill-batch", fill_batch, "make demo + scripts/bench_fill_batch.py"),
 ]

@@ -141,6 +141,7 @@ class FillConfig:
     bootstrap: int = 1000  # resamples for the confidence intervals
     seed: int = 1234
     max_sentences: int | None = None  # the first N sentences only (quick runs)
+    min_documents: int = MIN_DOCUMENTS  # resample documents when the evaluated text has at least this many
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -394,7 +395,10 @@ class Bootstrap:
 
 
 def resampling_units(
-    result: FillResult, documents: np.ndarray | None = None, document_unit: str | None = None
+    result: FillResult,
+    documents: np.ndarray | None = None,
+    document_unit: str | None = None,
+    min_documents: int = MIN_DOCUMENTS,
 ) -> dict:
     """What the bootstrap resamples: `unit` (article, book, ... or sentence), how many (`units`),
     the unit of each blank (`of_blank`, (N,) ids in [0, units)) and a `note` when it falls back."""
@@ -402,7 +406,7 @@ def resampling_units(
     if documents is not None:
         docs = np.asarray(documents)[: result.n_sentences]
         ids, inverse = np.unique(docs, return_inverse=True)
-        if len(ids) >= MIN_DOCUMENTS:
+        if len(ids) >= min_documents:
             return dict(unit=unit, units=int(len(ids)), of_blank=inverse[result.sentence], note="")
         note = (
             f"only {len(ids)} {unit}(s) in the evaluated text, too few to resample: sentences are resampled, "
@@ -456,7 +460,7 @@ def summarize(
     are compared on the same blanks. `documents`: the document of each sentence (PreparedData.
     documents), so that the intervals resample documents (see `resampling_units`).
     """
-    resampled = resampling_units(result, documents, document_unit)
+    resampled = resampling_units(result, documents, document_unit, cfg.min_documents)
     units = resampled.pop("of_blank")
     boot = Bootstrap(resampled["units"], cfg.bootstrap, cfg.seed)
     groups = groupings(result, word_classes(tokenizer))
@@ -484,9 +488,7 @@ def summarize(
     if "uni-rescore" in result.ranks:
         sample = ~np.isnan(result.ranks["uni-rescore"])
         out["sample"] = {
-            m: cell(r[sample], None, units[sample], boot)
-            for m, r in result.ranks.items()
-            if m != "uni-rescore"
+            m: cell(r[sample], None, units[sample], boot) for m, r in result.ranks.items() if m != "uni-rescore"
         }
         out["sample"]["uni-rescore"] = out["methods"]["uni-rescore"]["all"]["all"]
     out["differences"] = differences(result, boot, units)

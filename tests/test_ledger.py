@@ -164,6 +164,14 @@ def test_a_run_that_ran_out_of_time_is_not_called_a_failure():
     assert v.verdict == L.QUALIFIED and "ran out of its time" in v.reason and "(time)" in v.measured
 
 
+def test_a_tanh_control_stopped_by_time_before_the_remedies_steps_does_not_count_as_failing():
+    quick = dict(_run("rnn-tanh", solved=False, out_of_time=True), steps=50)  # remedies needed 100 steps
+    v = L.judge_adding(_adding(**{"rnn-tanh": quick}))
+    assert v.verdict == L.QUALIFIED and "tanh control ran out of time" in v.reason
+    fair = dict(quick, steps=L.FAIR_SHARE * 100)
+    assert L.judge_adding(_adding(**{"rnn-tanh": fair})).verdict == L.HOLDS
+
+
 def test_a_diverged_run_whose_loss_was_saved_as_null_is_judged_and_shown():
     diverged = dict(_run("lstm", solved=False), loss=None, finite=False)
     v = L.judge_adding(_adding(lstm=diverged))
@@ -195,6 +203,19 @@ def _explode(plain_finite=False, tamed=(True, True, True), short_solved=False, f
 )
 def test_explosion_and_truncation_verdicts(kwargs, verdict):
     assert L.judge_explode(_explode(**kwargs)).verdict == verdict
+
+
+def test_runs_stopped_by_time_count_only_with_a_fair_share_of_steps():
+    results = _explode()
+    short = results["truncation"]["results"][0]
+    short.update(out_of_time=True, steps=L.FAIR_SHARE * 100 - 1)  # full BPTT solved in 100 steps
+    assert L.judge_explode(results).verdict == L.UNSHOWN
+    short.update(steps=L.FAIR_SHARE * 100)
+    assert L.judge_explode(results).verdict == L.HOLDS
+    clipped = results["explode"]["results"][1]
+    clipped.update(out_of_time=True, steps=10)  # the plain run diverged after 100
+    v = L.judge_explode(results)
+    assert v.verdict == L.QUALIFIED and "clipping (norm 1) ran out of time" in v.reason
 
 
 def _sweep(sigmoid_rates, tanh_rates, radii=(0.5, 2.0, 8.0)):

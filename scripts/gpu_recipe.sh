@@ -12,15 +12,15 @@
 # for the output layers, pinned host memory and non-blocking copies a batch ahead, fused AdamW.
 # The model is the PyTorch example's "medium" size (2x650, dropout 0.5): 2x200 leaves a GPU idle.
 #
-# Environment: PYTHON (python3), GPU_DATA (.gpu-data), OUT (/tmp/bilm-gpu-recipe), MINUTES (3).
+# Environment: PYTHON (python3), GPU_DATA (.gpu-data), RUN_DIR (/tmp/bilm-gpu-recipe), MINUTES (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DATA=${GPU_DATA:-.gpu-data}
-OUT=${OUT:-/tmp/bilm-gpu-recipe}
+RUN_DIR=${RUN_DIR:-/tmp/bilm-gpu-recipe}
 MINUTES=${MINUTES:-3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-rm -rf "$OUT"
+rm -rf "$RUN_DIR"
 
 # The machine, and three bf16 steps of each model: a failure here falls back to fp32 for the run.
 PRECISION=bf16
@@ -60,5 +60,5 @@ fi
 
 start=$SECONDS
 "$PY" -m bilm train --model uni --corpus wikitext-2 --data-dir "$DATA" --device cuda --precision "$PRECISION" \
-  --hidden 650 --emb 650 --dropout 0.5 --batch-size 64 --max-minutes "$MINUTES" --out "$OUT/uni" "$@"
+  --hidden 650 --emb 650 --dropout 0.5 --batch-size 64 --max-minutes "$MINUTES" --out "$RUN_DIR/uni" "$@"
 echo "gpu recipe: $((SECONDS - start)) s for the run ($PRECISION), $SECONDS s in all"

@@ -427,11 +427,16 @@ def judge_bi(r: dict) -> Verdict:
         return Verdict(QUALIFIED, measured, "bi is better; no blanks to compare with and without right context")
     if all(none["ci"][1] < row["ci"][0] for row in some):
         return Verdict(HOLDS, measured, "bi is better, and its gain appears once words follow the blank")
-    return Verdict(
-        QUALIFIED,
-        measured,
-        "bi is better, but its gain does not grow with the right context as seeing the future would explain",
-    )
+    why = ["bi is better, but its gain does not grow with the words to the right as seeing them would explain"]
+    if none["gain"] >= max(row["gain"] for row in some):
+        why.append(
+            "its largest gain is at the sentence's last word, where the only future it sees is that the sentence "
+            "ends there (`<eos>`), which uni-left cannot know"
+        )
+    later = [row["gain"] for row in some[1:]]
+    if len(later) > 1 and max(later) - min(later) < 0.02:
+        why.append(f"from {some[1]['words']} words on, more right context adds nothing (gains within 2 points)")
+    return Verdict(QUALIFIED, measured, "; ".join(why))
 
 
 @dataclass(frozen=True)

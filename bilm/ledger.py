@@ -415,7 +415,8 @@ def judge_bi(r: dict) -> Verdict:
     some = [row for w, row in rows.items() if w != "0"]
     pct = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     measured = (
-        f"{b['blanks']:,} {b['split']} blanks: top-1 bi {100 * o['bi']:.1f} % vs uni-left {100 * o['uni_left']:.1f} % "
+        f"{b['checkpoints']['bi']} against {b['checkpoints']['uni']}, {b['blanks']:,} {b['split']} blanks "
+        f"({b['sentences']:,} sentences): top-1 bi {100 * o['bi']:.1f} % vs uni-left {100 * o['uni_left']:.1f} % "
         f"({pct(o['gain'])} points [{pct(o['ci'][0])}, {pct(o['ci'][1])}]); gain with no word to the right "
         + (f"{pct(none['gain'])}" if none else "–")
         + ", with "

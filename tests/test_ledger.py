@@ -239,7 +239,9 @@ def test_bound_verdict_is_qualified_when_the_factor_reaches_one_far_above_the_bo
 def _bi(gain_none, gain_some, lo_all=0.05):
     row = lambda words, g: dict(words=words, n=100, bi=0.3, uni_left=0.3 - g, gain=g, ci=[g - 0.01, g + 0.01])  # noqa: E731
     overall = dict(words="0+", n=200, bi=0.3, uni_left=0.25, gain=0.05, ci=[lo_all, 0.06])
-    return {"bi": dict(split="test", blanks=200, overall=overall, by_right=[row("0", gain_none), row("1", gain_some)])}
+    rows = [row("0", gain_none), row("1", gain_some)]
+    where = dict(uni="u", bi="b")
+    return {"bi": dict(split="test", blanks=200, sentences=20, overall=overall, by_right=rows, checkpoints=where)}
 
 
 def test_bi_verdict_needs_a_positive_gain_that_appears_with_the_right_context():

@@ -603,7 +603,12 @@ def write_bench(out: Path) -> None:
 
     runs = [r for found in load_results(out).values() for r in found.get("results", []) if "optimizer" in r]
     if runs:
-        keep = [{k: v for k, v in r.items() if k not in ("curve", "grad_norms")} for r in runs]
+        # as `bilm bench` writes them: a diverged run's figures as NaN (the experiment files hold null)
+        nan = ("loss", "mse", "grad_first", "grad_last")
+        keep = [
+            {k: math.nan if k in nan and v is None else v for k, v in r.items() if k not in ("curve", "grad_norms")}
+            for r in runs
+        ]
         write_atomic(out / "runs" / "adding.json", json.dumps({"results": keep}, indent=2))
 
 

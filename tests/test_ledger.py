@@ -322,5 +322,14 @@ def test_plain_sgd_on_an_irnn_diverges_and_clipping_keeps_it_finite(tmp_path):
     assert not plain["finite"] and plain["steps"] < 30
     assert clipped["finite"] and clipped["steps"] == 30 and clipped["max_grad_norm"] > 1  # clipped, not small
     assert [s for s, _ in clipped["curve"]] == [10, 20, 30]
-    L.write_bench(tmp_path)  # no experiment json yet: nothing to write
+    L.write_bench(tmp_path)  # no experiment result yet: nothing to write
     assert not (tmp_path / "runs" / "adding.json").exists()
+    from bilm.lab_plots import bench_table, load_bench
+    from bilm.report import jsonable
+
+    plain = dict(plain, loss=math.nan)  # as a run whose test loss overflowed
+    (tmp_path / "explode.json").write_text(json.dumps(jsonable(dict(results=[plain, clipped]))))  # NaN -> null
+    L.write_bench(tmp_path)
+    results, runs = load_bench([tmp_path / "runs"])  # what `bilm gradients --bench` reads
+    assert [math.isnan(r["loss"]) for r in results] == [True, False] and set(runs) == {"clip0", "clip1"}
+    assert "| nan |" in bench_table(results)

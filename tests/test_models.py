@@ -115,11 +115,11 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "ck")
     small = Tokenizer.train([["a", "b"]])
     save_checkpoint(tmp_path / "ck2", model, small, {"model": cfg.to_dict()}, {})
-    with pytest.raises(BilmError, match="tokenizer has 7 words but the model expects 40"):
+    with pytest.raises(BilmError, match="tokenizer has 7 words but config.json says vocab_size=40"):
         load_checkpoint(tmp_path / "ck2")
     other = build_model(_cfg("uni", hidden_size=6))
     save_checkpoint(tmp_path / "ck3", other, tok, {"model": cfg.to_dict()}, {})
-    with pytest.raises(BilmError, match="does not match"):
+    with pytest.raises(BilmError, match="holds the weights of hidden_size=6"):  # the field is named
         load_checkpoint(tmp_path / "ck3")
     (tmp_path / "ck3" / "config.json").write_text("{broken")
     with pytest.raises(BilmError, match="config.json is corrupt"):

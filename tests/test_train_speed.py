@@ -35,12 +35,16 @@ def test_warmdown_holds_the_rate_then_takes_it_linearly_to_zero_over_the_last_30
     assert lrs == pytest.approx([1e-2 if s < 14 else 1e-2 * (1 - s / 20) / 0.3 for s in range(20)])
 
 
-def test_warmdown_starts_from_the_rate_the_plateau_rule_left(corpus, data_dir, tmp_path):
+def test_warmdown_starts_from_the_rate_the_plateau_rule_left(corpus, data_dir, tmp_path, monkeypatch):
+    from bilm import train as train_module
+
+    losses = iter([5.0, 4.0, 4.5] + [3.0 - 0.01 * i for i in range(100)])  # one stall (step 6): the rate halves
+    monkeypatch.setattr(train_module, "stream_perplexity", lambda *a, **k: dict(loss=next(losses), ppl=1.0))
     cfg = tiny_train(max_steps=40, log_every=1, eval_every=2, lr=1e-2, schedule="warmdown", lr_decay=0.5)
     train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
     lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
     held = lrs[27]  # step 28 is the first of the warmdown (progress 0.7)
-    assert held < 1e-2  # validation stalled at some point in 28 steps of lr 1e-2 on a tiny corpus
+    assert held == pytest.approx(1e-2 * 0.5)
     assert lrs[28:] == pytest.approx([held * (1 - s / 40) / 0.3 for s in range(28, 40)])
 
 

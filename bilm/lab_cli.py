@@ -23,6 +23,7 @@ import torch
 from .cells import CELLS, INITS
 from .errors import BilmError
 from .options import comma_list, count, non_negative, positive, rate, vocab_size
+from .threads import threads_option
 
 
 def _numbers(text: str, what: str, kind=float, noun: str = "numbers") -> list:
@@ -73,9 +74,7 @@ def _fmt(x, spec=".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-threads = click.option(
-    "--threads", type=int, default=None, help="CPU threads for torch (1 is fastest on a busy machine)."
-)
+threads = threads_option(expose_value=True)
 option = click.option(
     "--option",
     "options",

@@ -37,6 +37,7 @@ from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, on_d
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
+from .machine import cpu_flags
 from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 
@@ -89,11 +90,7 @@ def native_bf16(device: torch.device) -> bool:
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

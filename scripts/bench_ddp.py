@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from bilm.machine import cpu_model
+
 SCRIPT = Path(__file__).resolve()
 
 
@@ -86,7 +88,7 @@ def main() -> None:
         dict(name="1 process x 2 threads", processes=1, threads=2, batch_size=args.batch),
         dict(name="2 processes x 1 thread", processes=2, threads=1, batch_size=args.batch // 2),
     ]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    cpu = cpu_model()
     print(f"{args.kind}, global batch {args.batch}, {args.seconds:g} s timed; {os.cpu_count()} CPUs, "
           f"{cpu or platform.processor()}, load average before {os.getloadavg()[0]:.2f}")  # fmt: skip
     results: dict[str, list[float]] = {s["name"]: [] for s in settings}

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bilm.machine import cpu_model
+
 SENTENCES = [
     "I don't know why the ___ is so expensive.",
     'He said "the ___ is red" and left.',
@@ -61,7 +63,7 @@ def main() -> None:
         path = Path(tmp) / "sentences.txt"
         path.write_text("".join(SENTENCES[i % len(SENTENCES)] + "\n" for i in range(lines)))
         wall_b, cpu_b = run([bilm, "fill", args.checkpoint, "--input", str(path), "--json", *env_threads])
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_model()
     print(
         f"{cpu}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f}, {args.threads} thread(s), "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"

@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
+
+from bilm.machine import cpu_model
 
 SENTENCES = [
     "the boys went to the ___ and then got out of the pool .",
@@ -91,16 +91,6 @@ async def load(url: str, model: str, clients: int, seconds: float, k: int) -> di
     return dict(n=len(ms), rps=len(ms) / elapsed, p50=float(np.percentile(ms, 50)), p99=float(np.percentile(ms, 99)))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help="Served together; each is measured in turn.")
@@ -116,7 +106,7 @@ def main() -> int:
     batches = [int(b) for b in args.max_batch.split(",")]
 
     print(
-        f"POST /fill, k={args.k}, {seconds:g} s per cell, server --threads {args.threads}; {cpu_name()}, "
+        f"POST /fill, k={args.k}, {seconds:g} s per cell, server --threads {args.threads}; {cpu_model()}, "
         f"{os.cpu_count()} cores, clients in this process"
     )
     print(f"{'model':<14}{'max-batch':>10}{'clients':>9}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")

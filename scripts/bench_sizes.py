@@ -11,13 +11,13 @@ change every figure (two trainings side by side each got about 60 % of these on 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import click
 import torch
 
 from bilm.bench import StepBench, alternate
 from bilm.data import DataConfig, prepare
+from bilm.machine import cpu_model
 from bilm.models import ModelConfig
 from bilm.train import TrainConfig
 
@@ -30,9 +30,7 @@ from bilm.train import TrainConfig
 @click.option("--block", type=float, default=4.0, show_default=True, help="Seconds per timed block.")
 def main(corpus, kinds, sizes, rounds, block):
     torch.set_num_threads(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")  # fmt: skip
-    click.echo(f"{cpu}, torch {torch.__version__}, 1 thread")
+    click.echo(f"{cpu_model()}, torch {torch.__version__}, 1 thread")
     data = prepare(DataConfig(corpus), log=click.echo)
     benches = {}
     for kind in kinds.split(","):

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from bilm.machine import cpu_model
+
 VOCAB = 33_278  # WikiText-2
 
 
@@ -79,7 +81,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", str(threads), "--seconds", str(seconds)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             results[threads].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_model()
     import torch
 
     print(f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {platform.python_version()}")

@@ -76,30 +76,7 @@ def pct(x) -> str:
 
 
 def demo(args) -> str | None:
-    rows = []
-    for kind, label in (
-        ("uni", "uni (stream perplexity, comparable with the literature)"),
-        ("bi", "bi (fill-in pseudo-perplexity, sees both sides: not comparable)"),
-    ):
-        run_dir = ROOT / "checkpoints" / f"demo-{kind}"
-        metrics, config = read_json(run_dir / "last" / "metrics.json"), read_json(run_dir / "last" / "config.json")
-        if metrics is None or config is None:
-            return None
-        budget = config.get("train", {}).get("max_minutes")
-        rows.append(
-            f"| {label} | {f'{budget:g} min' if budget else '–'} | {metrics['step']:,} "
-            f"| {metrics.get('best_valid_ppl') or 0:.1f} | {metrics.get('tokens_per_s') or 0:,.0f} |"
-        )
-    date = datetime.fromtimestamp((ROOT / "checkpoints/demo-bi/last/metrics.json").stat().st_mtime, timezone.utc)
-    return "\n".join(
-        [
-            "| model (WikiText-2, `make demo` defaults) | budget | steps | best valid ppl | training tokens/s |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-            stamp("make demo", 1, date.strftime("%Y-%m-%d %H:%M UTC")),
-        ]
-    )
+    return runs_table(["demo-uni", "demo-bi"], "make demo (uni and bi side by side, one thread each)")
 
 
 def predictions(args, prefix: str = "demo") -> str | None:
@@ -111,28 +88,34 @@ def predictions(args, prefix: str = "demo") -> str | None:
 
 
 def models(args) -> str | None:
-    """`make models`: each run's budget, steps, tokens and best validation figure."""
+    names = ["wt2-uni", "wt2-bi", "gut-uni", "gut-bi"]
+    return runs_table(names, "make models (two runs side by side, one thread each)")
+
+
+def runs_table(names: list[str], command: str) -> str | None:
+    """Each run's model, budget, steps, tokens and best validation figure (bi: pseudo-perplexity)."""
     rows = []
-    for name in ("wt2-uni", "wt2-bi", "gut-uni", "gut-bi"):
+    for name in names:
         run_dir = ROOT / "checkpoints" / name
         metrics, config = read_json(run_dir / "last" / "metrics.json"), read_json(run_dir / "last" / "config.json")
         if metrics is None or config is None:
             return None
-        m = config["model"]
+        m, budget = config["model"], config["train"].get("max_minutes")
         what = "pseudo-perplexity" if m["kind"] == "bi" else "perplexity"
         rows.append(
             f"| {name} | {m['layers']}×{m['hidden_size']}, emb {m['emb_size']}, dropout {m['dropout']:g} "
-            f"| {config['train']['max_minutes']:g} min | {metrics['step']:,} | {metrics['train_tokens'] / 1e6:.1f} M "
+            f"| {f'{budget:g} min' if budget else '–'} | {metrics['step']:,} | {metrics['train_tokens'] / 1e6:.1f} M "
             f"| {metrics['tokens_per_s']:,.0f} | {metrics['best_valid_ppl']:.1f} ({what}) |"
         )
-    when = datetime.fromtimestamp((ROOT / "checkpoints/gut-bi/last/metrics.json").stat().st_mtime, timezone.utc)
+    last = ROOT / "checkpoints" / names[-1] / "last" / "metrics.json"
+    when = datetime.fromtimestamp(last.stat().st_mtime, timezone.utc)
     return "\n".join(
         [
             "| run | model | budget | steps | tokens | tokens/s | best valid |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            stamp("make models (two runs side by side, one thread each)", 1, when.strftime("%Y-%m-%d %H:%M UTC")),
+            stamp(command, 1, when.strftime("%Y-%m-%d %H:%M UTC")),
         ]
     )
 

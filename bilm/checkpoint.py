@@ -41,6 +41,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from . import textnorm
 from .cells import CELLS
 from .errors import BilmError
+from .machine import resolve_device
 from .models import LanguageModel, ModelConfig, build_model
 from .tokenizer import Tokenizer
 
@@ -186,6 +187,7 @@ def text_style(config: dict) -> str:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    device = resolve_device(device)
     path = resolve(path)
     config = read_config(path)
     tokenizer = Tokenizer.load(path / "tokenizer.json", text_style(config))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import torch
+
+from .errors import BilmError
+
 
 def _cpuinfo() -> list[str]:
     try:
@@ -27,3 +31,14 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`auto` is CUDA when present, else the CPU; asking for CUDA without it is a one-line error."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BilmError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)

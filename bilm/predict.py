@@ -36,6 +36,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .choices import score_filled, token_batches
 from .data import pad_sentences
 from .errors import BilmError
+from .machine import resolve_device
 
 BLANK_RE = re.compile(r"_{3,}|\[MASK\]|<mask>", re.IGNORECASE)
 SHORTLIST = 50  # uni-rescore: how many uni-left candidates are rescored
@@ -88,7 +89,7 @@ class Predictor:
     def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu"):
         self.ckpt, self.model, self.tokenizer = ckpt, ckpt.model, ckpt.tokenizer
         self.kind = ckpt.model.cfg.kind
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         tok = self.tokenizer
         self.specials = torch.tensor([tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.blank_id])
 

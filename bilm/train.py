@@ -37,7 +37,7 @@ from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, on_d
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
-from .machine import cpu_flags
+from .machine import cpu_flags, resolve_device  # noqa: F401 (resolve_device: train's API too)
 from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 
@@ -73,14 +73,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BilmError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
 
 
 def native_bf16(device: torch.device) -> bool:

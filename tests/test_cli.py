@@ -118,3 +118,9 @@ def test_preset_sets_the_model_size_and_explicit_options_override_it(run, corpus
     assert sizes == {"large-bi": (2, 400, 400, 0.25), "large-bi-narrow": (2, 24, 400, 0.25)}
     result = run("train", "--resume", "--out", tmp_path / "large-bi", "--preset", "small")
     assert result.exit_code != 0 and "hidden" in result.output  # the run was not trained at the small preset's size
+
+
+def test_fill_and_predict_take_device_auto(run, trained):
+    for command, text in (("fill", "the ___ then again hoots ."), ("predict", "the owl then")):
+        result = run(command, trained["bi"], text, "--device", "auto", "-k", 2)
+        assert result.exit_code == 0, result.output

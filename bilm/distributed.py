@@ -21,6 +21,7 @@ metrics.jsonl, logs, progress bars).
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 
@@ -77,7 +78,7 @@ class Group:
         """Rank 0 of each machine runs the block first (e.g. tokenizes into the cache); the others then."""
         yield
 
-    def close(self) -> None:
+    def close(self, sync: bool = False) -> None:
         pass
 
 
@@ -133,8 +134,12 @@ class ProcessGroup(Group):
         if self.local_rank == 0:
             torch.distributed.barrier()
 
-    def close(self) -> None:
+    def close(self, sync: bool = False) -> None:
+        """Leave the group; `sync`: first wait for every rank (the run ended well on all of them)."""
         if torch.distributed.is_initialized():
+            if sync:
+                torch.distributed.barrier()
+            gc.collect()  # anything else still holding the group (a DDP reducer) goes before it
             torch.distributed.destroy_process_group()
 
 

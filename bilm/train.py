@@ -740,10 +740,15 @@ def _train(data_cfg, model_cfg, train_cfg, out: Path, corpus_dir, data_dir, resu
         f"{n_params:,} parameters, vocab {len(tok):,}, {len(batches):,} batches/epoch, device {device}"
         + (f", {group.world} processes" if group.world > 1 else "")
     )
+    done = False
     try:
-        return trainer.fit()
+        result, done = trainer.fit(), True
+        return result
     finally:
-        group.close()
+        # DDP's reducer holds the process group: free it while every rank is still there (after a barrier
+        # when all went well), or its gloo threads can wait forever for a peer that has gone.
+        trainer.forward = None
+        group.close(sync=done)
 
 
 def _quiet(message: str) -> None:

@@ -93,6 +93,12 @@ def split_sentences(tokens: list[str], start: int = 0) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_units(tokens: list[str], document: int | None) -> Iterator[DocumentedUnit]:
+    """One unit per sentence of `tokens` (the raw corpora's way; WikiText keeps a line as one unit)."""
+    for a, b in split_sentences(tokens):
+        yield document, (tokens[a:b], [(0, b - a)])
+
+
 class Corpus:
     """A source of units per split. `pretokenized` corpora are split on whitespace only."""
 
@@ -173,9 +179,7 @@ class RawTextCorpus(Corpus):
     def documented_units(self, split: str) -> Iterator[DocumentedUnit]:
         for index, doc in enumerate(self.documents[split]):
             for paragraph in doc.paragraphs():
-                tokens = words(textnorm.normalize(paragraph).replace("_", " "))
-                for a, b in split_sentences(tokens):
-                    yield index, (tokens[a:b], [(0, b - a)])
+                yield from sentence_units(words(textnorm.normalize(paragraph).replace("_", " ")), index)
 
 
 class TextFile(Corpus):
@@ -202,8 +206,7 @@ class TextFile(Corpus):
             if self.style == "wikitext":
                 yield None, (tokens, split_sentences(tokens))
             else:
-                for a, b in split_sentences(tokens):
-                    yield None, (tokens[a:b], [(0, b - a)])
+                yield from sentence_units(tokens, None)
 
 
 class Document:

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,14 +109,9 @@ def prepare(
     lowercase = corpus.lowercase if cfg.lowercase is None else cfg.lowercase
     settings = dict(cfg.to_dict(), lowercase=lowercase, version=CACHE_VERSION, source=corpus.fingerprint())
     settings.update(text_style=corpus.style, normalization=textnorm.NORMALIZATION)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    slug = _slug(cfg.corpus)
-    out = root / f"{slug}-{key}"
-    if (out / "meta.json").is_file():
-        return PreparedData(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=out.parent))
-    try:
+    key = _cache_key(settings)
+
+    def build(tmp: Path) -> dict:
         log(f"tokenizing {cfg.corpus} (train split only for the vocabulary)...")
         tok = Tokenizer.train(
             (tokens for tokens, _ in corpus.units("train")),
@@ -137,7 +132,24 @@ def prepare(
         meta = dict(config=dict(cfg.to_dict(), lowercase=lowercase), vocab_size=len(tok), dtype=dtype, splits=splits)
         meta.update(key=key, source=corpus.fingerprint(), pretokenized=corpus.pretokenized, version=CACHE_VERSION)
         meta.update(text_style=corpus.style, normalization=textnorm.NORMALIZATION, document_unit=corpus.document_unit)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        return meta
+
+    return _build_cache(root / f"{_slug(cfg.corpus)}-{key}", build)
+
+
+def _cache_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _build_cache(out: Path, build: Callable[[Path], dict]) -> PreparedData:
+    """The cache at `out`, built first if missing: `build(tmp)` writes its files into a temporary sibling and
+    returns its meta; the folder then appears at `out` whole, by one rename, or not at all."""
+    if (out / "meta.json").is_file():
+        return PreparedData(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        (tmp / "meta.json").write_text(json.dumps(build(tmp), indent=2))
         try:
             tmp.rename(out)
         except OSError:  # another process finished the same cache first
@@ -171,14 +183,9 @@ def find_prepared(cfg: DataConfig, data_dir: Path) -> PreparedData | None:
 def prepare_text(path: str | Path, tokenizer: Tokenizer, data_dir: str | Path | None = None) -> PreparedData:
     """A text file encoded with a checkpoint's own tokenizer, cached as a prepared corpus whose one split is `text`."""
     corpus = TextFile(path, tokenizer)
-    settings = dict(version=CACHE_VERSION, source=corpus.fingerprint(), tokenizer=tokenizer.to_str())
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    out = Path(data_dir or default_data_dir()) / f"text-{key}"
-    if (out / "meta.json").is_file():
-        return PreparedData(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".text-", dir=out.parent))
-    try:
+    key = _cache_key(dict(version=CACHE_VERSION, source=corpus.fingerprint(), tokenizer=tokenizer.to_str()))
+
+    def build(tmp: Path) -> dict:
         tokenizer.save(tmp / "tokenizer.json")
         dtype = "uint16" if len(tokenizer) < 2**16 else "uint32"
         counts = _encode_split(corpus, "text", tokenizer, tmp, dtype)
@@ -186,13 +193,9 @@ def prepare_text(path: str | Path, tokenizer: Tokenizer, data_dir: str | Path | 
             raise BilmError(f"--text {path}: no sentences in it")
         meta = dict(config=DataConfig(str(path)).to_dict(), vocab_size=len(tokenizer), dtype=dtype)
         meta.update(splits=dict(text=counts), key=key, text_style=tokenizer.style, version=CACHE_VERSION)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return PreparedData(out)
+        return meta
+
+    return _build_cache(Path(data_dir or default_data_dir()) / f"text-{key}", build)
 
 
 def _encode_split(corpus: Corpus, split: str, tok: Tokenizer, out: Path, dtype: str) -> dict:

@@ -57,8 +57,8 @@ def run_evaluate(
     """
     from .data import DataConfig, prepare, prepare_text
     from .evaluate import fill_in, lm_quality, summarize
+    from .machine import resolve_device
     from .report import Report, curves_section, fill_section, lm_section, run_meta
-    from .train import resolve_device
 
     started = time.perf_counter()
     dev = resolve_device(device)
@@ -124,9 +124,9 @@ def run_mscc(
     log=print,
 ) -> dict:
     """MSCC accuracy of each model; writes the report into `out`."""
+    from .machine import resolve_device
     from .mscc import evaluate_mscc, load_questions
     from .report import Report, curves_section, mscc_section, run_meta
-    from .train import resolve_device
 
     started = time.perf_counter()
     dev = resolve_device(device)

@@ -234,8 +234,12 @@ class LanguageModel(nn.Module):
         return self.output.log_prob(self.output_features(h))
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """log p(target) (N,) from features (N, H); cheaper than `log_prob` with adaptive softmax."""
-        return self.output.target_log_prob(self.output_features(h), targets)
+        """log p(target) (N,) from features (N, H); cheaper than `log_prob` with adaptive softmax.
+
+        Always float32: under bf16 autocast the adaptive head answers in bf16, and sums of log-probabilities
+        (losses, sentence scores) want the precision.
+        """
+        return self.output.target_log_prob(self.output_features(h), targets).float()
 
 
 class UniLM(LanguageModel):
@@ -304,9 +308,9 @@ class BiLM(LanguageModel):
         left, right = self.context(batch.inputs, batch.lengths)
         mask = _length_mask(batch.lengths, left.size(1))
         targets = batch.inputs[:, 1:-1][mask]
-        loss = -self.target_log_prob(self.features(left, right)[mask], targets).float().mean()
+        loss = -self.target_log_prob(self.features(left, right)[mask], targets).mean()
         if self.cfg.aux_lm:
-            sides = [-self.target_log_prob(self.drop(h)[mask], targets).float().mean() for h in (left, right)]
+            sides = [-self.target_log_prob(self.drop(h)[mask], targets).mean() for h in (left, right)]
             loss = loss + self.cfg.aux_lm * (sides[0] + sides[1]) / 2
         return loss, None
 
@@ -316,7 +320,7 @@ class BiLM(LanguageModel):
         B, T, H = h.shape
         mask = _length_mask(lengths, T)
         logp = torch.zeros(B, T, device=ids.device)
-        logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask]).float()  # bf16 under autocast
+        logp[mask] = self.target_log_prob(h[mask], ids[:, 1:-1][mask])
         return logp
 
 

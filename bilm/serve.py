@@ -82,8 +82,8 @@ def model_info(name: str, p: Predictor) -> dict:
 def load_models(paths: list[str], device: str = "cpu") -> list[Served]:
     """Load each checkpoint once; named after its run folder (`checkpoints/demo-bi` -> demo-bi)."""
     from .checkpoint import resolve
+    from .machine import resolve_device
     from .predict import Predictor
-    from .train import resolve_device
 
     device = str(resolve_device(device))  # auto: CUDA when available
     served, names = [], set()

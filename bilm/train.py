@@ -37,7 +37,7 @@ from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, on_d
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
-from .machine import cpu_flags, resolve_device  # noqa: F401 (resolve_device: train's API too)
+from .machine import cpu_flags, resolve_device
 from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 

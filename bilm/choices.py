@@ -6,10 +6,13 @@ One rule for `bilm fill --choices`, the REPL's `:choices` and `bilm mscc`:
              when there is no comma (`:choices river pool bank`)
     score    a choice is cut into tokens as the corpus was (`country-dance` is three
              WikiText tokens), put into the blank, and the filled sentence is scored:
-               bi    sum over the choice's tokens of log p(token | rest of the sentence);
-                     for a one-token choice exactly log p(choice | blank)
-               uni   the span: sum over its tokens of log p(token | words before) (uni-left);
-                     the whole: log p(filled sentence + <eos>) (uni-rescore and mscc)
+               span  sum over the choice's tokens of log p(token | ...): for bi the rest of
+                     the sentence (a one-token choice: exactly log p(choice | blank), what
+                     `fill --choices` shows), for uni the words before (uni-left)
+               whole the filled sentence: uni log p(sentence + <eos>) (uni-rescore and mscc);
+                     bi its pseudo-log-likelihood, the sum over every word of
+                     log p(word | all the others) (Salazar et al. 2020; mscc), so a choice
+                     also counts by how well the words around it are predicted with it there
 """
 
 from __future__ import annotations
@@ -55,14 +58,13 @@ def score_filled(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of filled sentences: `items` are (ids, a, b), the choice at ids[a:b].
 
-    Returns (span, whole), each (N,): the choice's tokens' log-probabilities summed, and (uni)
-    the whole sentence's with its final `<eos>` (bi: the same as span).
+    Returns (span, whole), each (N,): the choice's tokens' log-probabilities summed, and the whole
+    sentence's (uni: with its final `<eos>`; bi: the pseudo-log-likelihood). One forward pass gives both.
     """
     model.eval()
     cfg = model.cfg
-    bi = isinstance(model, BiLM)
     span, whole = np.zeros(len(items)), np.zeros(len(items))
-    start = cfg.bos_id if bi else cfg.eos_id
+    start = cfg.bos_id if isinstance(model, BiLM) else cfg.eos_id
     for rows in token_batches([len(ids) + 2 for ids, _, _ in items], max_rows=batch_size):
         batch = pad_sentences([items[r][0] for r in rows], start, cfg.eos_id, cfg.pad_id).to(device)
         logp = model.sequence_log_probs(batch.inputs, batch.lengths).float().cpu()  # bi (B, n), uni (B, n + 1)
@@ -71,4 +73,4 @@ def score_filled(
         b = torch.tensor([items[r][2] for r in rows])[:, None]
         span[rows] = (logp * ((cols >= a) & (cols < b))).sum(1).numpy()
         whole[rows] = logp.sum(1).numpy()
-    return span, (span if bi else whole)
+    return span, whole

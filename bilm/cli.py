@@ -127,6 +127,27 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     show_default=True,
     help="bi: add each stack's own next/previous-word loss (ELMo) with this weight.",
 )
+@click.option(
+    "--embed-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Drop whole word types from a batch's embeddings (AWD-LSTM).",
+)
+@click.option(
+    "--weight-drop",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="DropConnect on the hidden-to-hidden weights (AWD-LSTM; lstm, gru, rnn cells).",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["linear", "mlp"]),
+    default="linear",
+    show_default=True,
+    help="bi: how [left; right] become features: linear+tanh, or with a hidden ReLU layer first (context2vec).",
+)
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -199,6 +220,9 @@ def train(
     locked_dropout,
     unigram_bias,
     aux_lm,
+    embed_dropout,
+    weight_drop,
+    combine,
     tie,
     output,
     optimizer,
@@ -251,6 +275,9 @@ def train(
         locked_dropout=locked_dropout,
         unigram_bias=unigram_bias,
         aux_lm=aux_lm,
+        embed_dropout=embed_dropout,
+        weight_drop=weight_drop,
+        combine=combine,
         tie_weights=tie,
         output=output,
     )
@@ -307,6 +334,9 @@ RUN_FIELDS = {
     "locked_dropout": "model.locked_dropout",
     "unigram_bias": "model.unigram_bias",
     "aux_lm": "model.aux_lm",
+    "embed_dropout": "model.embed_dropout",
+    "weight_drop": "model.weight_drop",
+    "combine": "model.combine",
     "tie": "model.tie_weights",
     "output": "model.output",
     "corpus": "data.corpus",

@@ -52,6 +52,10 @@ class ModelConfig:
     # (tiny vocabularies), where it held the tests' bi model at pseudo-ppl 3.2 instead of 1.3.
     unigram_bias: bool | None = None
     aux_lm: float = 0.0  # bi: weight of each stack's own next/previous-word loss (ELMo); 0 = off
+    # AWD-LSTM's regularisers (Merity et al. 2018); 0 = off, as in checkpoints from before them.
+    embed_dropout: float = 0.0  # drop whole word types from a batch's embeddings
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights (LSTM, GRU, RNN)
+    combine: str = "linear"  # bi: [left; right] -> features by linear+tanh, or context2vec's mlp
     pad_id: int = 0
     unk_id: int = 1
     bos_id: int = 2
@@ -72,6 +76,8 @@ class ModelConfig:
         """Read a saved config; checkpoints from before `unigram_bias` existed had no adaptive head bias."""
         return cls(**{"unigram_bias": False, **d})
 
+
+WEIGHT_DROP_CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "irnn")  # the torch.nn stacks
 
 # Model sizes by training budget (docs/quality.md). `small` is ModelConfig's own default: the best per
 # CPU-minute for runs of minutes (`make demo`); `large` for runs of about an hour (`make models`),
@@ -205,6 +211,8 @@ class LanguageModel(nn.Module):
         self.drop = LockedDropout(cfg.dropout) if cfg.locked_dropout else nn.Dropout(cfg.dropout)
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_size)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if cfg.weight_drop and cfg.cell not in WEIGHT_DROP_CELLS:
+            raise ValueError(f"weight drop needs one of the cells {', '.join(WEIGHT_DROP_CELLS)}, not {cfg.cell}")
         # Tying needs the output layer's input to be E wide: project H -> E if they differ.
         self.tied = cfg.tie_weights and not adaptive_cutoffs(cfg)
         self.proj = nn.Linear(features, cfg.emb_size) if self.tied and features != cfg.emb_size else None
@@ -224,6 +232,32 @@ class LanguageModel(nn.Module):
     def recurrent_stack(self) -> nn.Module:
         c = self.cfg
         return make_rnn(c.cell, c.emb_size, c.hidden_size, c.layers, c.dropout, c.init, **c.cell_options)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) -> dropped-out embeddings (B, T, E).
+
+        With `embed_dropout`, a word type is dropped everywhere in the batch at once (AWD-LSTM's dropoute),
+        so the model cannot lean on any one word; the mask is drawn per type and indexed, (V,) not (V, E).
+        """
+        x = self.embedding(ids)
+        p = self.cfg.embed_dropout
+        if self.training and p:
+            keep = x.new_empty(self.cfg.vocab_size).bernoulli_(1 - p).div_(1 - p)
+            x = x * keep[ids].unsqueeze(-1)
+        return self.drop(x)
+
+    def recur(self, rnn: nn.Module, x: torch.Tensor, state=None):
+        """Run a recurrent stack; in training with `weight_drop`, through DropConnect'ed hidden-to-hidden weights.
+
+        One mask per weight matrix and batch, shared by every time step (AWD-LSTM's weight drop). The
+        parameters themselves are never touched: the dropped copies are passed in for this call only,
+        so the state dict and checkpoints stay those of a plain stack.
+        """
+        p = self.cfg.weight_drop
+        if not (self.training and p):
+            return run_rnn(rnn, x, state)
+        dropped = {n: F.dropout(w, p) for n, w in rnn.named_parameters() if n.startswith("weight_hh")}
+        return run_rnn(lambda x, state: torch.func.functional_call(rnn, dropped, (x, state)), x, state)
 
     def output_features(self, h: torch.Tensor) -> torch.Tensor:
         """What the output layer reads: features (dropped out in `forward`), projected if tied."""
@@ -251,7 +285,7 @@ class UniLM(LanguageModel):
 
     def forward(self, ids: torch.Tensor, state=None):
         """ids (B, T) -> features (B, T, H), final state (carried across BPTT windows)."""
-        out, state = run_rnn(self.rnn, self.drop(self.embedding(ids)), state)
+        out, state = self.recur(self.rnn, self.embed(ids), state)
         return self.drop(out), state
 
     def loss(self, batch: Batch, state=None):
@@ -279,6 +313,10 @@ class BiLM(LanguageModel):
         super().__init__(cfg, cfg.hidden_size)
         self.fwd = self.recurrent_stack()
         self.bwd = self.recurrent_stack()
+        if cfg.combine not in ("linear", "mlp"):
+            raise ValueError(f"unknown combine {cfg.combine!r}; choose linear or mlp")
+        # mlp (context2vec): a hidden ReLU layer over [left; right] before the linear+tanh.
+        self.mix = nn.Linear(2 * cfg.hidden_size, 2 * cfg.hidden_size) if cfg.combine == "mlp" else None
         self.combine = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size)
 
     def context(self, ids: torch.Tensor, lengths: torch.Tensor):
@@ -288,10 +326,10 @@ class BiLM(LanguageModel):
         always comes after the real tokens and cannot reach them.
         """
         B, L = ids.shape
-        x = self.drop(self.embedding(ids))
-        f, _ = run_rnn(self.fwd, x)
+        x = self.embed(ids)
+        f, _ = self.recur(self.fwd, x)
         rev = _reverse_index(lengths + 2, L)  # rows hold n+2 real tokens incl. <bos>, <eos>
-        b, _ = run_rnn(self.bwd, x.gather(1, rev[..., None].expand_as(x)))
+        b, _ = self.recur(self.bwd, x.gather(1, rev[..., None].expand_as(x)))
         b = b.gather(1, rev[..., None].expand_as(b))
         return f[:, :-2], b[:, 2:]
 
@@ -300,7 +338,10 @@ class BiLM(LanguageModel):
         return self.features(*self.context(ids, lengths))
 
     def features(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        return self.drop(torch.tanh(self.combine(torch.cat([left, right], dim=-1))))
+        both = torch.cat([left, right], dim=-1)
+        if self.mix is not None:
+            both = torch.relu(self.mix(both))
+        return self.drop(torch.tanh(self.combine(both)))
 
     def loss(self, batch: Batch, state=None):
         """Mean -log p(w_t | both sides) over the words; with `aux_lm`, plus that weight times the mean of

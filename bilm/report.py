@@ -543,7 +543,8 @@ def mscc_section(result: dict) -> Section:
     anchors = [[a["system"], f"{a['accuracy']:.1f}", a["source"]] for a in result["anchors"]]
     text = (
         f"{result['questions']:,} questions, 5 choices. uni: log-probability of the whole filled sentence; bi: "
-        "log-probability of the candidate at the blank (summed over its tokens when it has several). "
+        "its pseudo-log-likelihood (each word's log-probability given all the others, summed); bi-blank: the "
+        "candidate's own log-probability at the blank (summed over its tokens when it has several). "
         "Out-of-vocabulary candidates are left unscored and counted; ties are split. "
         "Brackets: 95 % Wilson intervals.\n\n"
         + table(headers, rows)

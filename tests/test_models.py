@@ -31,6 +31,74 @@ def test_bi_prediction_never_sees_the_word_it_predicts(cell, output):
     assert torch.equal(before[1, :2], after[1, :2])  # other sentences untouched
 
 
+@pytest.mark.parametrize(
+    "lever", [dict(embed_dropout=0.3), dict(weight_drop=0.5), dict(combine="mlp"), dict(dropout=0.3)], ids=str
+)
+def test_bi_never_sees_the_word_it_predicts_through_any_training_input_path(lever):
+    """In training too: the same random masks (same seed), one word changed, its own prediction unchanged."""
+    torch.manual_seed(0)
+    model = build_model(_cfg("bi", **lever)).train()
+    batch = pad_sentences([[5, 6, 7, 8, 9], [10, 11]], 2, 3, 0)
+    changed = batch.inputs.clone()
+    changed[0, 3] = 20
+
+    def features(ids):
+        torch.manual_seed(3)  # masks that keep both words 8 and 20, so the change can reach the neighbours
+        return model(ids, batch.lengths)
+
+    before, after = features(batch.inputs), features(changed)
+    assert torch.equal(before[0, 2], after[0, 2])
+    assert not torch.allclose(before[0, 1], after[0, 1])
+
+
+def test_weight_drop_masks_hidden_to_hidden_weights_only_in_training_and_leaves_the_parameters_alone():
+    torch.manual_seed(0)
+    model = build_model(_cfg("uni", weight_drop=0.5, dropout=0.0))
+    ids = torch.randint(5, V, (3, 7))
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(1)
+    a, _ = model.train()(ids)
+    torch.manual_seed(2)
+    b, _ = model(ids)
+    assert not torch.allclose(a, b)  # a fresh DropConnect mask per batch
+    assert all(torch.equal(p, saved[n]) for n, p in model.named_parameters())
+    plain = build_model(_cfg("uni", dropout=0.0))
+    plain.load_state_dict(model.state_dict())  # the same parameters as a plain stack: checkpoints unchanged
+    assert torch.equal(model.eval()(ids)[0], plain.eval()(ids)[0])  # eval: no mask
+    model.train()
+    dropped_hh = []  # the masks fall on weight_hh only: weight_ih reaches the stack whole
+    handle = torch.func.functional_call
+
+    def spy(module, weights, args):
+        dropped_hh.append(sorted(weights))
+        return handle(module, weights, args)
+
+    torch.func.functional_call = spy
+    try:
+        loss, _ = model.loss(Batch(ids, ids))
+    finally:
+        torch.func.functional_call = handle
+    assert dropped_hh == [["weight_hh_l0", "weight_hh_l1"]]
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())  # the raw weights still learn
+    with pytest.raises(ValueError, match="weight drop needs"):
+        build_model(_cfg("uni", weight_drop=0.5, cell="esn"))
+
+
+def test_embedding_dropout_drops_whole_word_types_in_training_only():
+    torch.manual_seed(0)
+    model = build_model(_cfg("uni", embed_dropout=0.5, dropout=0.0)).train()
+    ids = torch.arange(5, V).repeat(3)[None]  # every word three times
+    x = model.embed(ids)
+    dropped = (x == 0).all(-1)[0]
+    assert dropped.any() and not dropped.all()
+    for word in range(5, V):  # a type is dropped everywhere in the batch or nowhere
+        assert dropped[ids[0] == word].unique().numel() == 1
+    kept = ~dropped
+    assert torch.allclose(x[0, kept], 2 * model.embedding(ids)[0, kept])  # rescaled by 1 / (1 - p)
+    assert torch.equal(model.eval().embed(ids), model.embedding(ids))
+
+
 def test_padding_does_not_change_a_sentence(tmp_path):
     torch.manual_seed(0)
     model = build_model(_cfg("bi")).eval()

@@ -16,7 +16,7 @@ from bilm.checkpoint import save_checkpoint
 from bilm.cli_eval import mscc as mscc_command
 from bilm.errors import BilmError
 from bilm.models import ModelConfig, build_model
-from bilm.mscc import accuracy, default_dir, evaluate_mscc, load_questions, score, wilson
+from bilm.mscc import accuracy, default_dir, evaluate_mscc, load_questions, score, score_both, wilson
 from bilm.tokenizer import Tokenizer
 
 # Probabilities of a context-free model; the other words share what is left.
@@ -79,11 +79,14 @@ def test_three_questions_by_hand(files, tok):
         assert result["accuracy"] == pytest.approx(0.4)
         assert result["predictions"][:2] == "ab" and result["tied_questions"] == 1
         assert counts["oov_candidates"] == 6 and counts["oov_keys"] == 1 and counts["multi_token_candidates"] == 1
-    # bi scores are the candidate's log-probability at the blank, summed over its tokens.
-    scores, _ = score(constant_model("bi", tok), tok, qs, "cpu")
-    assert scores[1, 0] == pytest.approx(math.log(0.1), abs=1e-5)
-    assert scores[1, 2] == pytest.approx(math.log(0.02 * 0.02 * 0.01), abs=1e-4)
-    assert np.isneginf(scores[0, 4]) and np.isneginf(scores[2]).all()
+    # bi-blank scores are the candidate's log-probability at the blank, summed over its tokens; bi's
+    # pseudo-log-likelihoods add the same rest of the sentence to each (this model ignores the context).
+    whole, span, _ = score_both(constant_model("bi", tok), tok, qs, "cpu")
+    assert span[1, 0] == pytest.approx(math.log(0.1), abs=1e-5)
+    assert span[1, 2] == pytest.approx(math.log(0.02 * 0.02 * 0.01), abs=1e-4)
+    assert whole[1] - span[1] == pytest.approx(np.full(5, whole[1, 0] - span[1, 0]), abs=1e-4)
+    assert whole[1, 0] < span[1, 0] - 1
+    assert np.isneginf(whole[0, 4]) and np.isneginf(whole[2]).all() and np.isneginf(span[2]).all()
     # uni scores differ by exactly the candidates' log-probabilities (the rest of the sentence is shared).
     scores, _ = score(constant_model("uni", tok), tok, qs, "cpu")
     assert scores[0, 0] - scores[0, 1] == pytest.approx(math.log(0.3 / 0.2), abs=1e-4)
@@ -125,7 +128,7 @@ def test_uni_and_bi_together_rank_by_the_sum_of_their_log_probabilities(files, t
         bi.output.decoder.bias[tok.id("fish")] = math.log(0.9)
     result = evaluate_mscc({"uni": (uni, tok), "bi": (bi, tok)}, qs, torch.device("cpu"))
     both = score(uni, tok, qs, "cpu")[0] + score(bi, tok, qs, "cpu")[0]
-    assert set(result["models"]) == {"uni", "bi", "uni+bi"}
+    assert set(result["models"]) == {"uni", "bi", "bi-blank", "uni+bi"}
     assert result["models"]["uni+bi"]["kind"] == "uni+bi"
     expected = accuracy(both, [q.answer for q in qs])
     assert result["models"]["uni+bi"]["predictions"] == expected["predictions"]

@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 DEMO_MINUTES ?= 6
 MODEL_MINUTES ?= 60
-GUTENBERG_MINUTES ?= 45
+GUTENBERG_MINUTES ?= 60
 
 # Two commands side by side; fails if either fails.
 side_by_side = ( $(1) & a=$$!; $(2) & b=$$!; wait $$a; ra=$$?; wait $$b; rb=$$?; exit $$(( ra || rb )) )
@@ -45,8 +45,9 @@ demo: setup
 	$(BIN)/python scripts/show_predictions.py checkpoints/demo-uni checkpoints/demo-bi
 
 # The hour models (docs/quality.md): WikiText-2 uni and bi (--preset large, MODEL_MINUTES each, side by side),
-# the Gutenberg pair for MSCC (GUTENBERG_MINUTES each; the small preset: 45 minutes are under two epochs of its
-# 8.7 M words, too few for the large one to pull ahead), their reports and fills. About 1 h 50 min.
+# the Gutenberg pair for MSCC (GUTENBERG_MINUTES each, 2 hours in all: uni 2x400 and bi 2x300, dropout 0.1 for the
+# 2-3 epochs of its 8.7 M words, the best per CPU-minute in the GPU sweep of docs/quality.md), their reports and
+# fills. About 2 h 10 min.
 models: setup
 	$(BIN)/bilm prepare wikitext-2
 	$(BIN)/bilm prepare gutenberg
@@ -55,8 +56,8 @@ models: setup
 		$(BIN)/bilm train --model uni --preset large --corpus wikitext-2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-uni,\
 		$(BIN)/bilm train --model bi --preset large --corpus wikitext-2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-bi)
 	$(call side_by_side,\
-		$(BIN)/bilm train --model uni --corpus gutenberg --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-uni,\
-		$(BIN)/bilm train --model bi --corpus gutenberg --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-bi)
+		$(BIN)/bilm train --model uni --corpus gutenberg --preset large --dropout 0.1 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-uni,\
+		$(BIN)/bilm train --model bi --corpus gutenberg --hidden 300 --emb 300 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-bi)
 	$(BIN)/bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --out reports/wt2-models
 	$(BIN)/bilm mscc --uni checkpoints/gut-uni --bi checkpoints/gut-bi --out reports/mscc
 	$(BIN)/python scripts/show_predictions.py checkpoints/wt2-uni checkpoints/wt2-bi

@@ -51,7 +51,7 @@ def test_bi_never_sees_the_word_it_predicts_through_any_training_input_path(leve
     assert not torch.allclose(before[0, 1], after[0, 1])
 
 
-def test_weight_drop_masks_hidden_to_hidden_weights_only_in_training_and_leaves_the_parameters_alone():
+def test_weight_drop_masks_hidden_to_hidden_weights_only_in_training_and_leaves_the_parameters_alone(monkeypatch):
     torch.manual_seed(0)
     model = build_model(_cfg("uni", weight_drop=0.5, dropout=0.0))
     ids = torch.randint(5, V, (3, 7))
@@ -67,17 +67,14 @@ def test_weight_drop_masks_hidden_to_hidden_weights_only_in_training_and_leaves_
     assert torch.equal(model.eval()(ids)[0], plain.eval()(ids)[0])  # eval: no mask
     model.train()
     dropped_hh = []  # the masks fall on weight_hh only: weight_ih reaches the stack whole
-    handle = torch.func.functional_call
+    call = torch.func.functional_call
 
     def spy(module, weights, args):
         dropped_hh.append(sorted(weights))
-        return handle(module, weights, args)
+        return call(module, weights, args)
 
-    torch.func.functional_call = spy
-    try:
-        loss, _ = model.loss(Batch(ids, ids))
-    finally:
-        torch.func.functional_call = handle
+    monkeypatch.setattr(torch.func, "functional_call", spy)
+    loss, _ = model.loss(Batch(ids, ids))
     assert dropped_hh == [["weight_hh_l0", "weight_hh_l1"]]
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())  # the raw weights still learn

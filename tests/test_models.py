@@ -121,6 +121,26 @@ def test_save_then_load_gives_identical_logits(kind, output, tmp_path):
     )
 
 
+@pytest.mark.parametrize("kind", ["uni", "bi"])
+def test_a_checkpoint_from_before_the_newer_model_fields_still_loads_as_it_was(kind, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    cfg = _cfg(kind, unigram_bias=False)
+    model = build_model(cfg).eval()
+    tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
+    save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    for field in ("unigram_bias", "aux_lm", "embed_dropout", "weight_drop", "combine"):
+        del config["model"][field]  # what a checkpoint of an earlier version holds
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
+    loaded = load_checkpoint(tmp_path / "ck").model
+    batch = pad_sentences([[5, 6, 7, 8], [9, 10]], 2, 3, 0)
+    assert torch.equal(
+        model.sequence_log_probs(batch.inputs, batch.lengths), loaded.sequence_log_probs(batch.inputs, batch.lengths)
+    )
+
+
 def test_uni_sequence_scores_match_step_by_step_log_probs():
     torch.manual_seed(0)
     model = build_model(_cfg("uni")).eval()

@@ -47,18 +47,20 @@ def run_evaluate(
     gradients: str | Path | None = None,
     text: str | Path | None = None,
     ledger: str | Path | None = None,
+    cache: bool = False,
 ) -> dict:
     """Perplexity and fill-in accuracy on `split` of the models' corpus; writes the report into `out`.
 
     `cfg` is an `evaluate.FillConfig`. `gradients`: a `bilm gradients --out` folder whose
     section joins the report. `text`: a text file to evaluate on instead of `split`.
     `ledger`: a `bilm ledger --out` folder whose verdict table joins the report.
+    `cache`: also the uni model with a continuous cache, its θ and λ chosen on the corpus's valid split.
     Returns the report paths and every figure.
     """
     from .data import DataConfig, prepare, prepare_text
     from .evaluate import fill_in, lm_quality, summarize
     from .machine import resolve_device
-    from .report import Report, curves_section, fill_section, lm_section, run_meta
+    from .report import Report, cache_section, curves_section, fill_section, lm_section, run_meta
 
     started = time.perf_counter()
     dev = resolve_device(device)
@@ -81,11 +83,16 @@ def run_evaluate(
         raise BilmError(
             "the checkpoints were trained on different corpora or vocabularies: their ranks would not compare"
         )
+    if cache and "uni" not in ckpts:
+        raise BilmError("--cache needs a uni model (--uni)")
+    corpus_dir = corpus_dir or first.config.get("corpus_dir")
+    corpus = None
+    if text is None or cache:  # a cache's θ and λ are chosen on the corpus's valid split
+        corpus = prepare(DataConfig(**first.config["data"]), corpus_dir, data_dir, log=log)
     if text is not None:  # the user's own held-out text, read with the checkpoints' tokenizer
         data, split = prepare_text(text, first.tokenizer, data_dir), "text"
     else:
-        corpus_dir = corpus_dir or first.config.get("corpus_dir")
-        data = prepare(DataConfig(**first.config["data"]), corpus_dir, data_dir, log=log)
+        data = corpus
     if data.tokenizer.to_str() != first.tokenizer.to_str():
         raise BilmError(f"{data.path}: the prepared vocabulary differs from the checkpoint's (corpus files changed?)")
     ids, spans = data.stream(split), data.spans(split)
@@ -94,6 +101,15 @@ def run_evaluate(
         log(
             f"{role}: {split} {'pseudo-perplexity' if role == 'bi' else 'perplexity'} {q['ppl']:.2f} over "
             f"{q['tokens']:,} tokens ({100 * q['unk_rate']:.2f} % <unk>)"
+        )
+    cached = None
+    if cache:
+        from .cache import cache_perplexity
+
+        cached = cache_perplexity(ckpts["uni"].model, corpus.stream("valid"), ids, dev, split=split)
+        log(
+            f"uni + cache: {split} perplexity {cached['eval']['cache_ppl']:.2f} (θ {cached['theta']:g}, "
+            f"λ {cached['lam']:g}, chosen on valid: {cached['tune']['ppl']:.2f} -> {cached['tune']['cache_ppl']:.2f})"
         )
     sentences = list(data.sentences(split))
     result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
@@ -107,11 +123,18 @@ def run_evaluate(
     meta = run_meta(
         ckpts, corpus=data.config.corpus, split=split, seed=cfg.seed, seconds=round(time.perf_counter() - started, 1)
     )
-    sections = [lm_section(quality, split), fill_section(summary, cfg.to_dict()), curves_section(ckpts), lab, verdicts]
+    sections = [
+        lm_section(quality, split),
+        cached and cache_section(cached),
+        fill_section(summary, cfg.to_dict()),
+        curves_section(ckpts),
+        lab,
+        verdicts,
+    ]
     title = f"bilm evaluation: {data.config.corpus} {split}"
     paths = Report(title, meta, [s for s in sections if s]).write(out)
     log(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({meta['seconds']:.0f} s)")
-    return dict(paths=paths, quality=quality, summary=summary, meta=meta)
+    return dict(paths=paths, quality=quality, summary=summary, meta=meta, cache=cached)
 
 
 def run_mscc(
@@ -206,6 +229,11 @@ def _with(options):
     default=None,
     help="A `bilm ledger --out` folder (make lab): the claims and their verdicts join the report.",
 )
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Also the uni model with a continuous cache (Grave et al. 2017), θ and λ chosen on the valid split.",
+)
 @click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False))
 @click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False))
 def evaluate(
@@ -223,6 +251,7 @@ def evaluate(
     seed,
     gradients,
     ledger,
+    cache,
     corpus_dir,
     data_dir,
 ):
@@ -245,6 +274,7 @@ def evaluate(
         gradients=gradients,
         text=text,
         ledger=ledger,
+        cache=cache,
     )
 
 

@@ -427,6 +427,22 @@ def lm_section(quality: dict[str, dict], split: str) -> Section:
     return Section("Language-model quality", text, data=dict(split=split, models=quality), key="lm")
 
 
+def cache_section(cache: dict) -> Section:
+    tune, ev = cache["tune"], cache["eval"]
+    rows = [
+        [tune["split"], fmt(tune["ppl"], 2, False), fmt(tune["cache_ppl"], 2, False), "θ and λ chosen here"],
+        [ev["split"], fmt(ev["ppl"], 2, False), f"**{fmt(ev['cache_ppl'], 2, False)}**", f"{ev['tokens']:,} targets"],
+    ]
+    text = (
+        "The uni model with a continuous cache (Grave et al. 2017): its hidden states of the last "
+        f"{cache['window']:,} positions of each row, each kept with the word that followed it, vote for the next "
+        f"word by softmax(θ h_t · h_i), mixed in with weight λ. Chosen on the {tune['split']} split from a grid: "
+        f"θ = {cache['theta']:g}, λ = {cache['lam']:g}. Nothing is trained; what it buys is what the LSTM forgets "
+        "between a word and its next use.\n\n" + table(["split", "uni perplexity", "uni + cache", ""], rows)
+    )
+    return Section("Continuous cache (uni)", text, data=cache, key="cache")
+
+
 def _resampled(summary: dict, cfg: dict) -> str:
     """How the intervals were made: which unit was resampled, and why when it is not documents."""
     r = summary.get("resampled") or dict(unit="sentence", units=summary["sentences"], note="")

@@ -219,6 +219,27 @@ def test_evaluate_on_the_users_own_text_file(pair_runs, tmp_path):
     assert result.exit_code != 0 and "no sentences" in str(result.exception)
 
 
+def test_cache_is_chosen_on_valid_and_reported_beside_the_plain_perplexity(pair_runs, tmp_path):
+    root, runs = pair_runs
+    args = ["--uni", str(runs["uni"]), "--out", str(tmp_path / "rep"), "--device", "cpu", "--cache"]
+    args += ["--data-dir", str(root / "data"), "--rescore-sample", "0", "--bootstrap", "50"]
+    result = CliRunner().invoke(evaluate_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    cache = report["sections"]["cache"]
+    assert cache["tune"]["split"] == "valid" and cache["eval"]["split"] == "test"
+    assert cache["tune"]["cache_ppl"] <= cache["tune"]["ppl"]  # λ = 0 is in the grid
+    assert cache["eval"]["ppl"] == pytest.approx(report["sections"]["lm"]["models"]["uni"]["ppl"], rel=1e-6)
+    assert (
+        "uni + cache: test perplexity" in result.output
+        and "Continuous cache" in (tmp_path / "rep" / "report.md").read_text()
+    )
+
+    args = ["--bi", str(runs["bi"]), "--out", str(tmp_path / "rep2"), "--device", "cpu", "--cache"]
+    result = CliRunner().invoke(evaluate_command, args + ["--data-dir", str(root / "data")])
+    assert result.exit_code != 0 and "--cache needs a uni model" in str(result.exception)
+
+
 def test_evaluate_needs_a_checkpoint(tmp_path):
     result = CliRunner().invoke(evaluate_command, ["--out", str(tmp_path)])
     assert result.exit_code != 0 and "at least one checkpoint" in str(result.exception)

@@ -131,6 +131,12 @@ def report(args, folder: str = "wt2") -> str | None:
         lines.append(
             f"| {role} {what}, {q['tokens']:,} targets, {100 * q['unk_rate']:.2f} % `<unk>`) | {q['ppl']:.1f} |"
         )
+    cache = data["sections"].get("cache")
+    if cache:
+        lines.append(
+            f"| uni + continuous cache (θ {cache['theta']:g}, λ {cache['lam']:g}, chosen on {cache['tune']['split']}: "
+            f"{cache['tune']['ppl']:.1f} → {cache['tune']['cache_ppl']:.1f}) | {cache['eval']['cache_ppl']:.1f} |"
+        )
     if fill:
         labels = list(next(iter(fill["methods"].values()))["length"])
         lines += ["", "| top-1 % / top-5 % | all | " + " | ".join(labels) + " |", "|---|" + "---|" * (len(labels) + 1)]

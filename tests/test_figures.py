@@ -57,6 +57,13 @@ def test_report_figure_labels_pseudo_perplexity_counts_small_groups_and_names_th
     assert "20.0 / 30.0 (n=12)" in text  # a group under 30 blanks shows its n
     assert "+7.8 top-1 points [6.0, 9.0]" in text and "resampling 60 articles" in text
     assert "1 thread(s)" in text and "torch " in text and "`bilm evaluate --out reports/wt2`" in text
+    assert "continuous cache" not in text
+    report = json.loads((tmp_path / "reports/wt2/report.json").read_text())
+    report["sections"]["cache"] = dict(
+        theta=1.5, lam=0.2, tune=dict(split="valid", ppl=110.6, cache_ppl=80.1), eval=dict(cache_ppl=77.3)
+    )
+    write(tmp_path / "reports/wt2/report.json", report)
+    assert "| uni + continuous cache (θ 1.5, λ 0.2, chosen on valid: 110.6 → 80.1) | 77.3 |" in figures.report(None)
 
 
 def test_blocks_are_replaced_in_every_doc_and_collected_in_figures_md(figures, tmp_path, monkeypatch):

@@ -155,6 +155,15 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--weight-decay", type=non_negative, default=0.0, show_default=True)
 @click.option("--batch-size", type=positive, default=64, show_default=True)
 @click.option("--bptt", type=positive, default=35, show_default=True, help="Truncated BPTT length (uni).")
+@click.option(
+    "--context",
+    type=click.Choice(["sentence", "document"]),
+    default="sentence",
+    show_default=True,
+    help="bi: read whole sentences, or pieces of --max-len tokens of running text that cross sentences within a "
+    "document (then evaluate with --context N).",
+)
+@click.option("--max-len", type=positive, default=80, show_default=True, help="bi: longest piece read, in tokens.")
 @click.option("--clip", type=non_negative, default=1.0, show_default=True, help="Max gradient norm (0: off).")
 @click.option(
     "--clip-value", type=non_negative, default=0.0, show_default=True, help="Clip each gradient entry (0: off)."
@@ -230,6 +239,8 @@ def train(
     weight_decay,
     batch_size,
     bptt,
+    context,
+    max_len,
     clip,
     clip_value,
     norm_penalty,
@@ -287,6 +298,8 @@ def train(
         weight_decay=weight_decay,
         batch_size=batch_size,
         bptt=bptt,
+        context=context,
+        max_len=max_len,
         clip=clip,
         clip_value=clip_value,
         norm_penalty=norm_penalty,

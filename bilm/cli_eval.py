@@ -57,7 +57,7 @@ def run_evaluate(
     `cache`: also the uni model with a continuous cache, its θ and λ chosen on the corpus's valid split.
     Returns the report paths and every figure.
     """
-    from .data import DataConfig, prepare, prepare_text
+    from .data import DataConfig, context_windows, prepare, prepare_text
     from .evaluate import fill_in, lm_quality, summarize
     from .machine import resolve_device
     from .report import Report, cache_section, curves_section, fill_section, lm_section, run_meta
@@ -112,7 +112,12 @@ def run_evaluate(
             f"λ {cached['lam']:g}, chosen on valid: {cached['tune']['ppl']:.2f} -> {cached['tune']['cache_ppl']:.2f})"
         )
     sentences = list(data.sentences(split))
-    result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
+    windows = None
+    if cfg.context:
+        windows = context_windows(ids, spans, data.documents(split), cfg.context)
+        unit = data.document_unit or "text"
+        log(f"fill-in: each sentence read with up to {cfg.context} tokens of its {unit} on either side")
+    result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"), windows=windows)
     summary = summarize(result, data.tokenizer, cfg, data.documents(split), data.document_unit)
     r = summary["resampled"]
     note = f" ({r['note']})" if r["note"] else ""
@@ -216,6 +221,14 @@ def _with(options):
 )
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True, help="Resamples for the CIs.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Sentences per pass.")
+@click.option(
+    "--context",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Fill-in: every method reads each sentence with up to N tokens of its document on either side (0: the "
+    "sentence alone).",
+)
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option(
     "--gradients",
@@ -248,6 +261,7 @@ def evaluate(
     max_sentences,
     bootstrap,
     batch_size,
+    context,
     seed,
     gradients,
     ledger,
@@ -258,7 +272,8 @@ def evaluate(
     """Perplexity and fill-in-the-blank accuracy (bi, uni-left, uni-rescore) -> report.md/html/json."""
     from .evaluate import FillConfig
 
-    cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed, max_sentences=max_sentences)
+    cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
+    cfg.max_sentences, cfg.context = max_sentences, context
     if shortlist is not None:
         cfg.shortlist = shortlist
     run_evaluate(

@@ -89,12 +89,21 @@ def stream_perplexity(
 
 @torch.inference_mode()
 def fill_perplexity(
-    model: LanguageModel, ids: np.ndarray, spans: np.ndarray, device, batch_size: int = 64, group: Group = ONE
+    model: LanguageModel,
+    ids: np.ndarray,
+    spans: np.ndarray,
+    device,
+    batch_size: int = 64,
+    max_len: int = 10**9,
+    group: Group = ONE,
 ) -> dict:
-    """Fill-in pseudo-perplexity of every sentence; with a process `group`, each scores every world-th batch."""
+    """Fill-in pseudo-perplexity of every span (a sentence, or a piece of at most `max_len` tokens).
+
+    With a process `group`, each scores every world-th batch.
+    """
     model.eval()
     cfg = model.cfg
-    batches = SentenceBatches(ids, spans, batch_size, 10**9, cfg.bos_id, cfg.eos_id, cfg.pad_id, shuffle=False)
+    batches = SentenceBatches(ids, spans, batch_size, max_len, cfg.bos_id, cfg.eos_id, cfg.pad_id, shuffle=False)
     total, count = 0.0, 0
     for batch in islice(batches(), group.rank, None, group.world):
         batch = batch.to(device)
@@ -141,6 +150,7 @@ class FillConfig:
     bootstrap: int = 1000  # resamples for the confidence intervals
     seed: int = 1234
     max_sentences: int | None = None  # the first N sentences only (quick runs)
+    context: int = 0  # tokens of the sentence's document each side that every method reads (data.context_windows)
     min_documents: int = MIN_DOCUMENTS  # resample documents when the evaluated text has at least this many
 
     def to_dict(self) -> dict:
@@ -178,6 +188,18 @@ def sentence_features(model: LanguageModel, sentences: list, device) -> torch.Te
     if isinstance(model, BiLM):
         return model(batch.inputs, batch.lengths)
     return model(batch.inputs[:, :-2])[0]
+
+
+def window_features(model: LanguageModel, windows: list, offsets: np.ndarray, n_max: int, device) -> torch.Tensor:
+    """`sentence_features` of each window, cut to its sentence's words: (B, n_max, H).
+
+    Row i's sentence starts `offsets[i]` words into windows[i]; uni reads only up to its end.
+    """
+    if not isinstance(model, BiLM):
+        windows = [w[: o + n_max] for w, o in zip(windows, offsets, strict=True)]
+    h = sentence_features(model, windows, device)
+    at = torch.as_tensor(offsets, device=device)[:, None] + torch.arange(n_max, device=device)
+    return h.gather(1, at.clamp(max=h.size(1) - 1)[..., None].expand(-1, -1, h.size(2)))
 
 
 def target_ranks(logp: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
@@ -233,15 +255,25 @@ def blank_positions(sentences: list, unk_id: int) -> FillResult:
 
 
 @torch.inference_mode()
-def rank_all(model: LanguageModel, sentences: list, result: FillResult, device, batch_size: int, label: str):
+def rank_all(
+    model: LanguageModel,
+    sentences: list,
+    result: FillResult,
+    device,
+    batch_size: int,
+    label: str,
+    windows: tuple[list, np.ndarray] | None = None,
+):
     """Rank of every blank's target under `model` (bi, or uni-left): one pass per sentence.
 
-    Sentences go in length order so that batches carry little padding.
+    With `windows` (data.context_windows) the model reads each sentence inside its window of
+    document context. Sentences go in length order so that batches carry little padding.
     """
     model.eval()
     started = time.perf_counter()
     n = len(sentences)
     lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n)
+    texts, starts = windows or (sentences, np.zeros(n, np.int64))
     # Row of each kept blank in the result, addressed by (sentence, index).
     offsets = np.cumsum(lengths) - lengths
     slot = np.full(int(lengths.sum()), -1, dtype=np.int64)
@@ -249,11 +281,14 @@ def rank_all(model: LanguageModel, sentences: list, result: FillResult, device, 
     ranks = np.full(len(result.target), np.nan)
     logps = np.full(len(result.target), np.nan)
     excluded = special_ids(model).to(device)
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort([len(t) for t in texts], kind="stable")
     with tqdm(total=len(result.target), desc=label, unit="blank", disable=None, leave=False) as bar:
         for i in range(0, n, batch_size):
             rows = order[i : i + batch_size]
-            h = sentence_features(model, [sentences[r] for r in rows], device)
+            if windows is None:
+                h = sentence_features(model, [sentences[r] for r in rows], device)
+            else:
+                h = window_features(model, [texts[r] for r in rows], starts[rows], int(lengths[rows].max()), device)
             words = np.arange(h.size(1))[None, :]
             mask = words < lengths[rows][:, None]
             dest = slot[(offsets[rows][:, None] + words)[mask]]  # row-major, as h[mask]
@@ -276,11 +311,20 @@ def rank_all(model: LanguageModel, sentences: list, result: FillResult, device, 
 
 
 @torch.inference_mode()
-def rank_rescored(uni: LanguageModel, sentences: list, result: FillResult, device, cfg: FillConfig):
+def rank_rescored(
+    uni: LanguageModel,
+    sentences: list,
+    result: FillResult,
+    device,
+    cfg: FillConfig,
+    windows: tuple[list, np.ndarray] | None = None,
+):
     """uni-rescore on a seeded sample of blanks: the uni-left top K, each scored by log p(sentence).
 
     The K filled sentences of several blanks share one padded batch; the score of a
-    sentence is the sum of log p(w_i | w_<i) over its words and the final `<eos>`.
+    sentence is the sum of log p(w_i | w_<i) over its words and the final `<eos>`. With
+    `windows`, each filled window is scored whole: the words after the blank, in its
+    sentence and in the context after it, vote (the context before it adds the same to all).
     """
     uni.eval()
     started = time.perf_counter()
@@ -293,17 +337,17 @@ def rank_rescored(uni: LanguageModel, sentences: list, result: FillResult, devic
     c = uni.cfg
     k = min(cfg.shortlist, c.vocab_size - len(excluded))
     per_batch = max(1, 512 // k)
+    texts, starts = windows or (sentences, np.zeros(len(sentences), np.int64))
     with tqdm(total=n, desc="uni-rescore", unit="blank", disable=None, leave=False) as bar:
         for i in range(0, n, per_batch):
             rows = sample[i : i + per_batch]
-            sents = [sentences[result.sentence[r]] for r in rows]
+            sents = [texts[result.sentence[r]] for r in rows]
+            at = starts[result.sentence[rows]] + result.index[rows]
             h = sentence_features(uni, sents, device)
-            at = torch.from_numpy(result.index[rows]).to(device)
-            logp = uni.log_prob(h[torch.arange(len(rows), device=device), at])
+            logp = uni.log_prob(h[torch.arange(len(rows), device=device), torch.from_numpy(at).to(device)])
             shortlist = logp.index_fill(1, excluded, -torch.inf).topk(k).indices
             filled = []
-            for s, r, cands in zip(sents, rows, shortlist.tolist(), strict=True):
-                t = result.index[r]
+            for s, t, cands in zip(sents, at, shortlist.tolist(), strict=True):
                 filled += [[*s[:t], w, *s[t + 1 :]] for w in cands]
             batch = pad_sentences(filled, c.eos_id, c.eos_id, c.pad_id).to(device)
             scores = uni.sequence_log_probs(batch.inputs, batch.lengths).sum(1).view(len(rows), -1)
@@ -319,19 +363,29 @@ def rank_rescored(uni: LanguageModel, sentences: list, result: FillResult, devic
 
 
 def fill_in(
-    sentences: list, device, cfg: FillConfig, uni: LanguageModel | None = None, bi: LanguageModel | None = None
+    sentences: list,
+    device,
+    cfg: FillConfig,
+    uni: LanguageModel | None = None,
+    bi: LanguageModel | None = None,
+    windows: tuple[list, np.ndarray] | None = None,
 ) -> FillResult:
-    """Rank every blank with each method the given models allow (see the module docstring)."""
+    """Rank every blank with each method the given models allow (see the module docstring).
+
+    `windows`: each sentence in its document context (data.context_windows with `cfg.context`
+    tokens), read alike by every method; None reads the sentences alone.
+    """
     if cfg.max_sentences is not None:
         sentences = sentences[: cfg.max_sentences]
+        windows = windows and (windows[0][: cfg.max_sentences], windows[1][: cfg.max_sentences])
     model = uni or bi
     result = blank_positions(sentences, model.cfg.unk_id)
     if bi is not None:
-        rank_all(bi, sentences, result, device, cfg.batch_size, "bi")
+        rank_all(bi, sentences, result, device, cfg.batch_size, "bi", windows)
     if uni is not None:
-        rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left")
+        rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left", windows)
         if cfg.rescore_sample:
-            rank_rescored(uni, sentences, result, device, cfg)
+            rank_rescored(uni, sentences, result, device, cfg, windows)
     return result
 
 

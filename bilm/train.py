@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_model
 from torch import nn
@@ -33,7 +34,16 @@ from .checkpoint import (
     read_config,
     save_checkpoint,
 )
-from .data import DataConfig, PreparedData, SentenceBatches, StreamBatches, on_device, prepare, unigram_counts
+from .data import (
+    DataConfig,
+    PreparedData,
+    SentenceBatches,
+    StreamBatches,
+    document_spans,
+    on_device,
+    prepare,
+    unigram_counts,
+)
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
@@ -50,7 +60,8 @@ class TrainConfig:
     momentum: float = 0.0  # sgd only
     batch_size: int = 64
     bptt: int = 35  # uni: truncated BPTT window
-    max_len: int = 80  # bi: longer sentences are cut into pieces
+    max_len: int = 80  # bi: longer sentences (or documents, with context="document") are cut into pieces
+    context: str = "sentence"  # bi: reads sentences, or pieces of running text of a document (data.document_spans)
     clip: float = 1.0  # max global gradient norm; 0 = off
     clip_value: float = 0.0  # clip each gradient entry to [-v, v]; 0 = off
     norm_penalty: float = 0.0  # weight of Pascanu et al.'s gradient-norm-preserving penalty (remedies.py); 0 = off
@@ -772,17 +783,30 @@ def model_for(data: PreparedData, cfg: ModelConfig, fresh: bool = True) -> tuple
 
 
 def _task(kind: str, data: PreparedData, cfg: TrainConfig, device, group: Group = ONE) -> tuple:
-    """Batches and validation for a model kind: the stream for uni, sentences for bi; each rank its share."""
+    """Batches and validation for a model kind, each rank its share.
+
+    uni reads the stream; bi reads sentences, or with `context="document"` pieces of running text.
+    """
+    if cfg.context not in ("sentence", "document"):
+        raise BilmError(f"unknown context {cfg.context!r}; choose sentence or document")
+    if kind == "uni" and cfg.context != "sentence":
+        raise BilmError("--context document is for bi models: uni always reads the running text")
     train_ids = data.stream("train")
     shard = dict(rank=group.rank, world=group.world)
     if kind == "uni":
         batches = StreamBatches(train_ids, cfg.batch_size, cfg.bptt, **shard)
         valid = data.stream("valid")
         return batches, lambda model: stream_perplexity(model, valid, device, bptt=cfg.bptt, group=group)
+
+    def pieces(split: str) -> np.ndarray:
+        spans = data.spans(split)
+        return spans if cfg.context == "sentence" else document_spans(spans, data.documents(split))
+
+    max_len = cfg.max_len if cfg.context == "document" else 10**9  # sentences are validated whole
     tok = data.tokenizer
     batches = SentenceBatches(
         train_ids,
-        data.spans("train"),
+        pieces("train"),
         cfg.batch_size,
         cfg.max_len,
         tok.bos_id,
@@ -791,5 +815,5 @@ def _task(kind: str, data: PreparedData, cfg: TrainConfig, device, group: Group 
         seed=cfg.seed,
         **shard,
     )
-    valid, spans = data.stream("valid"), data.spans("valid")
-    return batches, lambda model: fill_perplexity(model, valid, spans, device, group=group)
+    valid, spans = data.stream("valid"), pieces("valid")
+    return batches, lambda model: fill_perplexity(model, valid, spans, device, max_len=max_len, group=group)

@@ -194,6 +194,7 @@ def window_features(model: LanguageModel, windows: list, offsets: np.ndarray, n_
     """`sentence_features` of each window, cut to its sentence's words: (B, n_max, H).
 
     Row i's sentence starts `offsets[i]` words into windows[i]; uni reads only up to its end.
+    A sentence read alone is its own window at offset 0.
     """
     if not isinstance(model, BiLM):
         windows = [w[: o + n_max] for w, o in zip(windows, offsets, strict=True)]
@@ -285,10 +286,7 @@ def rank_all(
     with tqdm(total=len(result.target), desc=label, unit="blank", disable=None, leave=False) as bar:
         for i in range(0, n, batch_size):
             rows = order[i : i + batch_size]
-            if windows is None:
-                h = sentence_features(model, [sentences[r] for r in rows], device)
-            else:
-                h = window_features(model, [texts[r] for r in rows], starts[rows], int(lengths[rows].max()), device)
+            h = window_features(model, [texts[r] for r in rows], starts[rows], int(lengths[rows].max()), device)
             words = np.arange(h.size(1))[None, :]
             mask = words < lengths[rows][:, None]
             dest = slot[(offsets[rows][:, None] + words)[mask]]  # row-major, as h[mask]

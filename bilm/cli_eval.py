@@ -272,8 +272,14 @@ def evaluate(
     """Perplexity and fill-in-the-blank accuracy (bi, uni-left, uni-rescore) -> report.md/html/json."""
     from .evaluate import FillConfig
 
-    cfg = FillConfig(rescore_sample, batch_size=batch_size, bootstrap=bootstrap, seed=seed)
-    cfg.max_sentences, cfg.context = max_sentences, context
+    cfg = FillConfig(
+        rescore_sample,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        max_sentences=max_sentences,
+        context=context,
+    )
     if shortlist is not None:
         cfg.shortlist = shortlist
     run_evaluate(

@@ -376,20 +376,28 @@ def split_spans(spans: np.ndarray, max_len: int) -> np.ndarray:
     return np.stack([starts, np.minimum(starts + max_len, np.repeat(e, n))], 1)
 
 
+def document_runs(docs: np.ndarray | None, n: int) -> np.ndarray:
+    """Which run of consecutive sentences of one document each of the n sentences is in (N,), from 0.
+
+    Without documents every sentence is in run 0: the whole split is one document.
+    """
+    run = np.zeros(n, np.int64)
+    if docs is not None and n:
+        docs = np.asarray(docs)
+        run[1:] = np.cumsum(docs[1:] != docs[:-1])
+    return run
+
+
 def document_spans(spans: np.ndarray, docs: np.ndarray | None) -> np.ndarray:
     """(N, 2) sentence spans -> (D, 2) spans of running text, from the first sentence of each document to its last.
 
     What a bi model trained with `context="document"` reads: cut into pieces of `max_len` tokens, a
-    piece crosses sentence (and paragraph) boundaries but never a document's. Without documents
-    the whole split is one.
+    piece crosses sentence (and paragraph) boundaries but never a document's.
     """
     spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     if len(spans) == 0:
         return spans
-    if docs is None:
-        return np.array([[spans[0, 0], spans[-1, 1]]], dtype=np.int64)
-    docs = np.asarray(docs)
-    first = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])  # a new document starts here
+    first = np.flatnonzero(np.diff(document_runs(docs, len(spans)), prepend=-1))  # a new document starts here
     last = np.r_[first[1:], len(spans)] - 1
     return np.stack([spans[first, 0], spans[last, 1]], 1)
 
@@ -405,10 +413,9 @@ def context_windows(ids: np.ndarray, spans: np.ndarray, docs: np.ndarray | None,
         window 5:        ---- [ s5 ] ----       `context` tokens each side (fewer at the edges)
     """
     spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    bounds = document_spans(spans, docs)
-    which = np.zeros(len(spans), np.int64) if docs is None else np.cumsum(np.r_[0, np.asarray(docs)[1:] != docs[:-1]])
-    lo = np.maximum(spans[:, 0] - context, bounds[which, 0])
-    hi = np.minimum(spans[:, 1] + context, bounds[which, 1])
+    bounds = document_spans(spans, docs)[document_runs(docs, len(spans))]  # (N, 2): each sentence's document
+    lo = np.maximum(spans[:, 0] - context, bounds[:, 0])
+    hi = np.minimum(spans[:, 1] + context, bounds[:, 1])
     windows = [ids[a:b].tolist() for a, b in zip(lo, hi, strict=True)]
     return windows, spans[:, 0] - lo
 

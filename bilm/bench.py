@@ -83,13 +83,13 @@ def output_flops(cfg: ModelConfig, shares: list[float] | None = None) -> float:
     as when the whole distribution is asked for.
     """
     cutoffs = adaptive_cutoffs(cfg)
-    tied = cfg.tie_weights and not cutoffs
+    tied = cfg.ties_output
     d = cfg.emb_size if tied else cfg.hidden_size
     proj = 2 * cfg.hidden_size * cfg.emb_size if tied and cfg.hidden_size != cfg.emb_size else 0
     if not cutoffs:
         return proj + 2 * d * cfg.vocab_size
     div = 4.0 if d >= 64 else 2.0
-    flops = 2 * d * (cutoffs[0] + len(cutoffs))
+    flops = proj + 2 * d * (cutoffs[0] + len(cutoffs))
     bounds = [*cutoffs, cfg.vocab_size]
     shares = shares or [1.0] * len(cutoffs)
     for i, share in enumerate(shares):

@@ -293,6 +293,7 @@ def _single_field_fixes(header: dict[str, list[int]], cfg: ModelConfig) -> Itera
     yield from (("kind", k) for k in ("uni", "bi") if k != cfg.kind)
     yield from (("cell", c) for c in CELLS if c != cfg.cell)
     yield from (("output", o) for o in ("adaptive", "full") if o != cfg.output)
+    yield ("adaptive_input", not cfg.adaptive_input)
     yield ("tie_weights", not cfg.tie_weights)
     yield ("unigram_bias", not cfg.unigram_bias)
 

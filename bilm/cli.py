@@ -149,6 +149,13 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     help="bi: how [left; right] become features: linear+tanh, or with a hidden ReLU layer first (context2vec).",
 )
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
+@click.option(
+    "--adaptive-input/--no-adaptive-input",
+    default=False,
+    show_default=True,
+    help="With the adaptive softmax and --tie: read each word's input vector from its output weights "
+    "(tied adaptive input, Baevski & Auli 2019).",
+)
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
 @click.option("--lr", type=rate, default=3e-3, show_default=True)
@@ -233,6 +240,7 @@ def train(
     weight_drop,
     combine,
     tie,
+    adaptive_input,
     output,
     optimizer,
     lr,
@@ -290,6 +298,7 @@ def train(
         weight_drop=weight_drop,
         combine=combine,
         tie_weights=tie,
+        adaptive_input=adaptive_input,
         output=output,
     )
     train_cfg = TrainConfig(
@@ -351,6 +360,7 @@ RUN_FIELDS = {
     "weight_drop": "model.weight_drop",
     "combine": "model.combine",
     "tie": "model.tie_weights",
+    "adaptive_input": "model.adaptive_input",
     "output": "model.output",
     "corpus": "data.corpus",
     "max_vocab": "data.max_vocab",

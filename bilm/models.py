@@ -22,6 +22,7 @@ bi:   the word at position t is predicted from two separate stacks that never se
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,12 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.1
     locked_dropout: bool = True  # one dropout mask per sequence for embeddings and outputs (LockedDropout)
-    tie_weights: bool = True  # only with the full softmax
+    tie_weights: bool = True  # with the full softmax; with the adaptive one only if `adaptive_input`
     output: str = "adaptive"  # adaptive | full
+    # Tied adaptive input (Baevski & Auli 2019): with the adaptive softmax and `tie_weights`, each word's
+    # input vector is its own output weights (cluster words through their cluster's projection).
+    # False, as in checkpoints from before it: a separate V x E input embedding.
+    adaptive_input: bool = False
     # A 1k-word head: 14 % fewer FLOPs per token than 2k, the same valid ppl at 20 minutes (docs/performance.md).
     cutoffs: list[int] = field(default_factory=lambda: [1000, 10000])
     # The output bias starts at the train split's word frequencies (the adaptive head gets a bias for it).
@@ -70,6 +75,11 @@ class ModelConfig:
         if self.unigram_bias is not None:
             return self.unigram_bias
         return self.kind == "uni" or not (self.tie_weights and not adaptive_cutoffs(self))
+
+    @property
+    def ties_output(self) -> bool:
+        """Whether the input embeddings are the output layer's weights (full softmax, or adaptive input)."""
+        return self.tie_weights and (self.adaptive_input or not adaptive_cutoffs(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -186,6 +196,38 @@ class AdaptiveSoftmax(nn.Module):
         self.asm.head.bias.copy_(torch.cat([logp[:short], torch.stack(clusters)]))
 
 
+class AdaptiveInput(nn.Module):
+    """Word vectors (..., E) read from an adaptive softmax's own weights (tied adaptive input).
+
+    A head word's vector is its row of the head; a word of cluster i is its row of the cluster's
+    (size_i, E/4^(i+1)) output matrix, mapped back to E by the cluster's projection, transposed.
+    Rare words then learn from being read and from being predicted, in fewer parameters: the tail
+    clusters hold E/4 and E/16 numbers a word instead of E.
+    """
+
+    def __init__(self, asm: nn.AdaptiveLogSoftmaxWithLoss):
+        super().__init__()
+        self.edges = [0, *asm.cutoffs]  # asm.cutoffs ends with the vocabulary size
+        self.head = asm.head.weight  # (shortlist + clusters, E), the same Parameter
+        self.words = nn.ParameterList([tail[1].weight for tail in asm.tail])  # (size_i, d_i)
+        self.projections = nn.ParameterList([tail[0].weight for tail in asm.tail])  # (d_i, E)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> vectors (..., E), each cluster's words looked up in one gather."""
+        flat = ids.reshape(-1)
+        out = self.head.new_zeros(flat.numel(), self.head.size(1))
+        for i, (lo, hi) in enumerate(pairwise(self.edges)):
+            rows = ((flat >= lo) & (flat < hi)).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            if i == 0:
+                vectors = F.embedding(flat[rows], self.head)
+            else:
+                vectors = F.embedding(flat[rows] - lo, self.words[i - 1]) @ self.projections[i - 1]
+            out = out.index_copy(0, rows, vectors.to(out.dtype))
+        return out.view(*ids.shape, -1)
+
+
 def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
     """The cutoffs the adaptive softmax will use; empty means a full softmax (tiny vocabularies)."""
     if cfg.output not in ("adaptive", "full"):
@@ -209,15 +251,19 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.drop = LockedDropout(cfg.dropout) if cfg.locked_dropout else nn.Dropout(cfg.dropout)
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_size)
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if cfg.weight_drop and cfg.cell not in WEIGHT_DROP_CELLS:
             raise ValueError(f"weight drop needs one of the cells {', '.join(WEIGHT_DROP_CELLS)}, not {cfg.cell}")
+        self.tied = cfg.ties_output
+        adaptive_input = self.tied and bool(adaptive_cutoffs(cfg))
+        if not adaptive_input:
+            self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_size)
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         # Tying needs the output layer's input to be E wide: project H -> E if they differ.
-        self.tied = cfg.tie_weights and not adaptive_cutoffs(cfg)
         self.proj = nn.Linear(features, cfg.emb_size) if self.tied and features != cfg.emb_size else None
         self.output = make_output(cfg, cfg.emb_size if self.tied else features)
-        if self.tied:
+        if adaptive_input:
+            self.embedding = AdaptiveInput(self.output.asm)
+        elif self.tied:
             self.output.decoder.weight = self.embedding.weight
 
     @torch.no_grad()

@@ -32,7 +32,9 @@ def test_bi_prediction_never_sees_the_word_it_predicts(cell, output):
 
 
 @pytest.mark.parametrize(
-    "lever", [dict(embed_dropout=0.3), dict(weight_drop=0.5), dict(combine="mlp"), dict(dropout=0.3)], ids=str
+    "lever",
+    [dict(embed_dropout=0.3), dict(weight_drop=0.5), dict(combine="mlp"), dict(dropout=0.3), dict(adaptive_input=True)],
+    ids=str,
 )
 def test_bi_never_sees_the_word_it_predicts_through_any_training_input_path(lever):
     """In training too: the same random masks (same seed), one word changed, its own prediction unchanged."""
@@ -107,10 +109,11 @@ def test_padding_does_not_change_a_sentence(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["uni", "bi"])
-@pytest.mark.parametrize("output", ["full", "adaptive"])
+@pytest.mark.parametrize("output", ["full", "adaptive", "adaptive-input"])
 def test_save_then_load_gives_identical_logits(kind, output, tmp_path):
     torch.manual_seed(0)
-    cfg = _cfg(kind, output=output)
+    tied_input = output == "adaptive-input"
+    cfg = _cfg(kind, output="adaptive" if tied_input else output, adaptive_input=tied_input)
     model = build_model(cfg).eval()
     tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
     save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
@@ -131,7 +134,7 @@ def test_a_checkpoint_from_before_the_newer_model_fields_still_loads_as_it_was(k
     tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
     save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
-    for field in ("unigram_bias", "aux_lm", "embed_dropout", "weight_drop", "combine"):
+    for field in ("unigram_bias", "aux_lm", "embed_dropout", "weight_drop", "combine", "adaptive_input"):
         del config["model"][field]  # what a checkpoint of an earlier version holds
     (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
     loaded = load_checkpoint(tmp_path / "ck").model
@@ -139,6 +142,24 @@ def test_a_checkpoint_from_before_the_newer_model_fields_still_loads_as_it_was(k
     assert torch.equal(
         model.sequence_log_probs(batch.inputs, batch.lengths), loaded.sequence_log_probs(batch.inputs, batch.lengths)
     )
+
+
+def test_adaptive_input_reads_each_words_vector_from_its_own_output_weights():
+    torch.manual_seed(0)
+    model = build_model(_cfg("uni", adaptive_input=True, emb_size=64, hidden_size=64, cutoffs=[10, 25]))
+    asm = model.output.asm
+    head, (proj0, words0), (proj1, words1) = asm.head.weight, asm.tail[0], asm.tail[1]
+    x = model.embedding(torch.tensor([[3, 12, 30]]))[0]  # one word from the head and from each cluster
+    assert torch.equal(x[0], head[3])
+    assert torch.allclose(x[1], words0.weight[12 - 10] @ proj0.weight)  # (16,) @ (16, 64): back to E
+    assert torch.allclose(x[2], words1.weight[30 - 25] @ proj1.weight)  # (4,) @ (4, 64)
+    assert x.shape == (3, 64)
+    untied = build_model(_cfg("uni", emb_size=64, hidden_size=64, cutoffs=[10, 25]))
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(untied) - n(model) == V * 64  # no V x E input table of its own
+    x.sum().backward()  # reading a cluster word trains that word's output row and its cluster's projection
+    assert words0.weight.grad[2].abs().sum() > 0 and proj1.weight.grad.abs().sum() > 0
+    assert words0.weight.grad[3].abs().sum() == 0
 
 
 def test_uni_sequence_scores_match_step_by_step_log_probs():
@@ -206,6 +227,9 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
     save_checkpoint(tmp_path / "ck3", other, tok, {"model": cfg.to_dict()}, {})
     with pytest.raises(BilmError, match="holds the weights of hidden_size=6"):  # the field is named
         load_checkpoint(tmp_path / "ck3")
+    save_checkpoint(tmp_path / "ck4", model, tok, {"model": _cfg("uni", adaptive_input=True).to_dict()}, {})
+    with pytest.raises(BilmError, match="says adaptive_input=True but .* holds the weights of adaptive_input=False"):
+        load_checkpoint(tmp_path / "ck4")
     (tmp_path / "ck3" / "config.json").write_text("{broken")
     with pytest.raises(BilmError, match="config.json is corrupt"):
         load_checkpoint(tmp_path / "ck3")

@@ -151,14 +151,14 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
 @click.option(
     "--adaptive-input/--no-adaptive-input",
-    default=False,
+    default=True,
     show_default=True,
     help="With the adaptive softmax and --tie: read each word's input vector from its output weights "
     "(tied adaptive input, Baevski & Auli 2019).",
 )
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=rate, default=3e-3, show_default=True)
+@click.option("--lr", type=rate, default=None, help="[default: from --preset: small 5e-3, large 3e-3]")
 @click.option("--weight-decay", type=non_negative, default=0.0, show_default=True)
 @click.option("--batch-size", type=positive, default=64, show_default=True)
 @click.option("--bptt", type=positive, default=35, show_default=True, help="Truncated BPTT length (uni).")
@@ -275,7 +275,7 @@ def train(
     from . import distributed
     from .data import DataConfig
     from .models import ModelConfig, preset
-    from .train import TrainConfig
+    from .train import PRESET_LR, TrainConfig
     from .train import train as run_train
 
     budget = dict(max_steps=max_steps, max_minutes=max_minutes, epochs=epochs)
@@ -303,7 +303,7 @@ def train(
     )
     train_cfg = TrainConfig(
         optimizer=optimizer,
-        lr=lr,
+        lr=PRESET_LR[preset_name] if lr is None else lr,
         weight_decay=weight_decay,
         batch_size=batch_size,
         bptt=bptt,

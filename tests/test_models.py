@@ -129,7 +129,7 @@ def test_a_checkpoint_from_before_the_newer_model_fields_still_loads_as_it_was(k
     import json
 
     torch.manual_seed(0)
-    cfg = _cfg(kind, unigram_bias=False)
+    cfg = _cfg(kind, unigram_bias=False, adaptive_input=False)
     model = build_model(cfg).eval()
     tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
     save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
@@ -154,7 +154,7 @@ def test_adaptive_input_reads_each_words_vector_from_its_own_output_weights():
     assert torch.allclose(x[1], words0.weight[12 - 10] @ proj0.weight)  # (16,) @ (16, 64): back to E
     assert torch.allclose(x[2], words1.weight[30 - 25] @ proj1.weight)  # (4,) @ (4, 64)
     assert x.shape == (3, 64)
-    untied = build_model(_cfg("uni", emb_size=64, hidden_size=64, cutoffs=[10, 25]))
+    untied = build_model(_cfg("uni", emb_size=64, hidden_size=64, cutoffs=[10, 25], adaptive_input=False))
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(untied) - n(model) == V * 64  # no V x E input table of its own
     x.sum().backward()  # reading a cluster word trains that word's output row and its cluster's projection
@@ -227,7 +227,8 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path):
     save_checkpoint(tmp_path / "ck3", other, tok, {"model": cfg.to_dict()}, {})
     with pytest.raises(BilmError, match="holds the weights of hidden_size=6"):  # the field is named
         load_checkpoint(tmp_path / "ck3")
-    save_checkpoint(tmp_path / "ck4", model, tok, {"model": _cfg("uni", adaptive_input=True).to_dict()}, {})
+    untied = build_model(_cfg("uni", adaptive_input=False))
+    save_checkpoint(tmp_path / "ck4", untied, tok, {"model": cfg.to_dict()}, {})
     with pytest.raises(BilmError, match="says adaptive_input=True but .* holds the weights of adaptive_input=False"):
         load_checkpoint(tmp_path / "ck4")
     (tmp_path / "ck3" / "config.json").write_text("{broken")

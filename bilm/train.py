@@ -51,7 +51,6 @@ from .machine import cpu_flags, resolve_device
 from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 
-
 # The peak learning rate of each model-size preset (`models.PRESETS`, docs/quality.md): in six minutes 2x200
 # reaches a lower valid perplexity at 5e-3 than at 3e-3 (uni 132.4 against 139.2, bi 67.7 against 74.5); an
 # hour of 2x400 gained nothing from 5e-3 (test 105.7 against 105.0), so `large` keeps 3e-3.

@@ -148,7 +148,12 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     show_default=True,
     help="bi: how [left; right] become features: linear+tanh, or with a hidden ReLU layer first (context2vec).",
 )
-@click.option("--tie/--no-tie", default=True, show_default=True, help="Tie input and output embeddings (full softmax).")
+@click.option(
+    "--tie/--no-tie",
+    default=True,
+    show_default=True,
+    help="Tie input and output embeddings (full softmax; adaptive softmax with --adaptive-input).",
+)
 @click.option(
     "--adaptive-input/--no-adaptive-input",
     default=True,

@@ -109,13 +109,24 @@ def test_bad_input_gives_a_one_line_error(run, trained, tmp_path, args, message)
 
 def test_preset_sets_the_model_size_and_explicit_options_override_it(run, corpus, tmp_path):
     sizes = {}
-    for name, extra in (("large-bi", []), ("large-bi-narrow", ["--hidden", 24])):
+    for name, extra in (("large-bi", []), ("large-bi-narrow", ["--hidden", 24, "--lr", 1e-3])):
         args = ["train", "--model", "bi", "--corpus", corpus, "--out", tmp_path / name, "--max-steps", 1]
         result = run(*args, "--preset", "large", "--batch-size", 4, "--precision", "fp32", *extra)
         assert result.exit_code == 0, result.output
-        model = json.loads((tmp_path / name / "last" / "config.json").read_text())["model"]
-        sizes[name] = (model["layers"], model["hidden_size"], model["emb_size"], model["dropout"])
-    assert sizes == {"large-bi": (2, 400, 400, 0.25), "large-bi-narrow": (2, 24, 400, 0.25)}
+        config = json.loads((tmp_path / name / "last" / "config.json").read_text())
+        model = config["model"]
+        sizes[name] = (
+            model["layers"],
+            model["hidden_size"],
+            model["emb_size"],
+            model["dropout"],
+            config["train"]["lr"],
+        )
+    assert sizes == {"large-bi": (2, 400, 400, 0.25, 3e-3), "large-bi-narrow": (2, 24, 400, 0.25, 1e-3)}
+    result = run("train", "--corpus", corpus, "--out", tmp_path / "small", "--max-steps", 1, "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "small" / "last" / "config.json").read_text())
+    assert (config["model"]["hidden_size"], config["train"]["lr"]) == (200, 5e-3)  # the small preset's own lr
     result = run("train", "--resume", "--out", tmp_path / "large-bi", "--preset", "small")
     assert result.exit_code != 0 and "hidden" in result.output  # the run was not trained at the small preset's size
 

@@ -213,6 +213,14 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     "the budget (steps, minutes or epochs); cosine: anneal to 0 over the budget.",
 )
 @click.option(
+    "--average",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Validate and keep the mean of the weights after every step over this last share of the budget "
+    "(Polyak/SWA averaging; 0: off).",
+)
+@click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     default="auto",
@@ -267,6 +275,7 @@ def train(
     save_every_minutes,
     max_bad_steps,
     schedule,
+    average,
     precision,
     seed,
     device,
@@ -322,6 +331,7 @@ def train(
         eval_every=eval_every,
         log_every=log_every,
         schedule=schedule,
+        average=average,
         precision=precision,
         seed=seed,
         device=device,

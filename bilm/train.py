@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -78,6 +78,7 @@ class TrainConfig:
     plateau_patience: int = 0
     schedule: str = "warmdown"  # plateau | warmdown | cosine (Trainer.anneal); docs/performance.md
     warmdown: float = 0.3  # share of the budget over which "warmdown" takes the learning rate linearly to 0
+    average: float = 0.0  # validate and keep the mean of the weights over this last share of the budget; 0 = off
     precision: str = "auto"  # auto | fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never
     eval_every: int = 0  # also validate every N steps; 0 = once per epoch
@@ -193,6 +194,8 @@ class Trainer:
         self.best = math.inf
         self.last_eval: dict = {}
         self.state = None  # carried hidden state (uni stream)
+        self.average: dict[str, torch.Tensor] | None = None  # mean of the weights after each step (`accumulate`)
+        self.averaged_steps = 0
         self.skipped = 0  # non-finite steps skipped over the whole run
         self.bad_in_row = self.rollbacks = self.failed_saves = 0  # this process only
         self.diverged = ""  # why the run stopped on numerical faults (no `restore`)
@@ -212,6 +215,7 @@ class Trainer:
             last_eval=self.last_eval,
             skipped=self.skipped,
             save_seconds=self.save_seconds,
+            averaged_steps=self.averaged_steps,
         )
         layout = dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=self.steps_per_epoch)
         state = dict(
@@ -222,6 +226,8 @@ class Trainer:
             rng=torch.get_rng_state(),
             hidden=map_state(self.group.gather_rows, self.state),  # every rank's rows (a collective)
         )
+        if self.average is not None:
+            state["average"] = self.average
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -232,6 +238,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.restore_rng(state)
+        average = state.get("average")
+        self.average = None if average is None else {k: v.to(self.device) for k, v in average.items()}
         saved = state.get("layout", dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=None))
         if saved["rows"] == self.cfg.batch_size * self.group.world:
             self.state = map_state(lambda t: self.group.rows(t).to(self.device), state["hidden"])
@@ -356,6 +364,7 @@ class Trainer:
         self.bad_in_row = 0
         self.anneal()
         self.optimizer.step()
+        self.accumulate()
         self.state = detach(state)
         self.step += 1
         self.batch_index += 1
@@ -365,6 +374,40 @@ class Trainer:
         self._tick()
         window.add(loss, norm, bool(self.cfg.clip and norm > self.cfg.clip), tokens, seconds)
         return loss, norm
+
+    # -- weight averaging --------------------------------------------------------------
+    def accumulate(self) -> None:
+        """Over the last `average` share of the budget, keep the mean of the weights after every step.
+
+        Polyak averaging, as in AWD-LSTM's NT-ASGD and SWA: the mean of the snapshots sits nearer the
+        middle of the valley the last steps wander around than any one of them.
+        """
+        if not self.cfg.average or self.progress < 1 - self.cfg.average:
+            return
+        weights = {k: p.detach() for k, p in self.model.named_parameters()}
+        if self.average is None:
+            self.average, self.averaged_steps = {k: w.clone() for k, w in weights.items()}, 1
+            return
+        self.averaged_steps += 1
+        for k, mean in self.average.items():
+            mean.lerp_(weights[k], 1 / self.averaged_steps)
+
+    @contextmanager
+    def averaged_weights(self):
+        """The model holds the averaged weights inside the block (validation, best/), its own ones again after."""
+        if self.average is None:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        own = {k: p.detach().clone() for k, p in params.items()}
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(self.average[k])
+            try:
+                yield
+            finally:
+                for k, p in params.items():
+                    p.copy_(own[k])
 
     # -- numerical faults ------------------------------------------------------------
     def skip_step(self, loss: float, norm: float) -> None:
@@ -463,8 +506,10 @@ class Trainer:
         tmp.replace(f)
 
     def validate(self, schedule: bool) -> bool:
-        """Evaluate; keep the best; with `schedule`, decay the lr / stop early. True = stop."""
-        result = self.evaluate(self.model)
+        """Evaluate (the averaged weights, once averaging has begun); keep the best; with `schedule`, decay the
+        lr / stop early. True = stop."""
+        with self.averaged_weights():
+            result = self.evaluate(self.model)
         self._tick()
         if not math.isfinite(result["loss"]):
             self.last_eval = dict(step=self.step, **result)
@@ -474,7 +519,8 @@ class Trainer:
         improved = result["loss"] < self.best
         self.best = min(self.best, result["loss"])
         self.last_eval = dict(step=self.step, **result)
-        self.record(dict(type="valid", epoch=self.epoch, **result, best_ppl=math.exp(min(self.best, 50))))
+        averaged = dict(averaged_steps=self.averaged_steps) if self.average is not None else {}
+        self.record(dict(type="valid", epoch=self.epoch, **result, **averaged, best_ppl=math.exp(min(self.best, 50))))
         self.log(
             f"step {self.step:>6} | epoch {self.current_epoch} | {_ppl_label(self.model)} {result['ppl']:8.2f} | "
             f"lr {self.lr:.2e} | {self.tokens / max(self.train_seconds, 1e-9):,.0f} tok/s | {self.elapsed / 60:.1f} min"
@@ -489,7 +535,8 @@ class Trainer:
             if stop:
                 self.log(f"early stop: no improvement in {self.bad_evals} validations")
         if improved:
-            self.save("best")
+            with self.averaged_weights():
+                self.save("best")
         self.save("last")
         return stop
 
@@ -565,6 +612,7 @@ class Trainer:
             lr=self.lr,
             precision=self.precision,
             skipped_steps=self.skipped,
+            averaged_steps=self.averaged_steps,
             save_seconds=round(self.save_seconds, 3),
             diverged=self.diverged or None,
         )

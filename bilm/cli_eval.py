@@ -54,7 +54,8 @@ def run_evaluate(
     `cfg` is an `evaluate.FillConfig`. `gradients`: a `bilm gradients --out` folder whose
     section joins the report. `text`: a text file to evaluate on instead of `split`.
     `ledger`: a `bilm ledger --out` folder whose verdict table joins the report.
-    `cache`: also the uni model with a continuous cache, its θ and λ chosen on the corpus's valid split.
+    `cache`: also each model with a continuous cache over the document so far (uni: its stream perplexity and
+    uni-left+cache; bi: bi+cache), θ and λ chosen on the corpus's valid split.
     Returns the report paths and every figure.
     """
     from .data import DataConfig, context_windows, prepare, prepare_text
@@ -83,8 +84,6 @@ def run_evaluate(
         raise BilmError(
             "the checkpoints were trained on different corpora or vocabularies: their ranks would not compare"
         )
-    if cache and "uni" not in ckpts:
-        raise BilmError("--cache needs a uni model (--uni)")
     corpus_dir = corpus_dir or first.config.get("corpus_dir")
     corpus = None
     if text is None or cache:  # a cache's θ and λ are chosen on the corpus's valid split
@@ -103,7 +102,7 @@ def run_evaluate(
             f"{q['tokens']:,} tokens ({100 * q['unk_rate']:.2f} % <unk>)"
         )
     cached = None
-    if cache:
+    if cache and "uni" in ckpts:
         from .cache import cache_perplexity
 
         cached = cache_perplexity(ckpts["uni"].model, corpus.stream("valid"), ids, dev, split=split)
@@ -111,13 +110,22 @@ def run_evaluate(
             f"uni + cache: {split} perplexity {cached['eval']['cache_ppl']:.2f} (θ {cached['theta']:g}, "
             f"λ {cached['lam']:g}, chosen on valid: {cached['tune']['ppl']:.2f} -> {cached['tune']['cache_ppl']:.2f})"
         )
+    fill_caches = _tune_fill_caches(ckpts, corpus, cfg, dev, log) if cache else {}
     sentences = list(data.sentences(split))
     windows = None
     if cfg.context:
         windows = context_windows(ids, spans, data.documents(split), cfg.context)
         unit = data.document_unit or "text"
         log(f"fill-in: each sentence read with up to {cfg.context} tokens of its {unit} on either side")
-    result = fill_in(sentences, dev, cfg, uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"), windows=windows)
+    models = dict(uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
+    result = fill_in(sentences, dev, cfg, **models, windows=windows, keep_features=tuple(fill_caches))
+    if fill_caches:
+        from .cache import rank_with_cache
+
+        for label, tuned in fill_caches.items():
+            model = models["bi" if label == "bi" else "uni"]
+            rank_with_cache(model, result, label, data.documents(split), tuned["theta"], tuned["lam"], tuned["window"])
+        result.features.clear()
     summary = summarize(result, data.tokenizer, cfg, data.documents(split), data.document_unit)
     r = summary["resampled"]
     note = f" ({r['note']})" if r["note"] else ""
@@ -130,7 +138,7 @@ def run_evaluate(
     )
     sections = [
         lm_section(quality, split),
-        cached and cache_section(cached),
+        (cached or fill_caches) and cache_section(cached, fill_caches),
         fill_section(summary, cfg.to_dict()),
         curves_section(ckpts),
         lab,
@@ -139,7 +147,29 @@ def run_evaluate(
     title = f"bilm evaluation: {data.config.corpus} {split}"
     paths = Report(title, meta, [s for s in sections if s]).write(out)
     log(f"report: {paths['md']}, {paths['html']}, {paths['json']} ({meta['seconds']:.0f} s)")
-    return dict(paths=paths, quality=quality, summary=summary, meta=meta, cache=cached)
+    return dict(paths=paths, quality=quality, summary=summary, meta=meta, cache=cached, fill_caches=fill_caches)
+
+
+def _tune_fill_caches(ckpts: dict, corpus, cfg, dev, log) -> dict:
+    """θ and λ of each fill-in method's cache ("bi", "uni-left"), chosen on the corpus's valid split."""
+    from .cache import tune_fill_cache
+    from .data import context_windows
+
+    sentences, documents = list(corpus.sentences("valid")), corpus.documents("valid")
+    windows = None
+    if cfg.context:
+        windows = context_windows(corpus.stream("valid"), corpus.spans("valid"), documents, cfg.context)
+    tuned = {}
+    for label, role in (("bi", "bi"), ("uni-left", "uni")):
+        if role in ckpts:
+            tuned[label] = t = tune_fill_cache(
+                ckpts[role].model, label, sentences, documents, dev, cfg.batch_size, windows
+            )
+            log(
+                f"{label} + cache: θ {t['theta']:g}, λ {t['lam']:g}, chosen on valid (blank perplexity "
+                f"{t['tune']['ppl']:.2f} -> {t['tune']['cache_ppl']:.2f})"
+            )
+    return tuned
 
 
 def run_mscc(
@@ -245,7 +275,8 @@ def _with(options):
 @click.option(
     "--cache",
     is_flag=True,
-    help="Also the uni model with a continuous cache (Grave et al. 2017), θ and λ chosen on the valid split.",
+    help="Also each model with a continuous cache over the document so far (Grave et al. 2017): uni perplexity, "
+    "uni-left+cache and bi+cache fill-in; θ and λ chosen on the valid split.",
 )
 @click.option("--corpus-dir", envvar="BILM_CORPUS_DIR", type=click.Path(file_okay=False))
 @click.option("--data-dir", envvar="BILM_DATA_DIR", type=click.Path(file_okay=False))

@@ -175,6 +175,7 @@ class FillResult:
     log_probs: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     passes: dict[str, int] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # (N, H) per method, when asked (the cache)
 
 
 def sentence_features(model: LanguageModel, sentences: list, device) -> torch.Tensor:
@@ -255,6 +256,38 @@ def blank_positions(sentences: list, unk_id: int) -> FillResult:
     )
 
 
+def blank_features(
+    model: LanguageModel,
+    sentences: list,
+    result: FillResult,
+    device,
+    batch_size: int,
+    windows: tuple[list, np.ndarray] | None = None,
+):
+    """(dest, features (n, H)) per batch: the features predicting the blanks `result.target[dest]`.
+
+    One pass per sentence; with `windows` (data.context_windows) each sentence is read inside its window
+    of document context. Sentences go in length order so that batches carry little padding.
+    """
+    model.eval()
+    n = len(sentences)
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n)
+    texts, starts = windows or (sentences, np.zeros(n, np.int64))
+    # Row of each kept blank in the result, addressed by (sentence, index).
+    offsets = np.cumsum(lengths) - lengths
+    slot = np.full(int(lengths.sum()), -1, dtype=np.int64)
+    slot[offsets[result.sentence] + result.index] = np.arange(len(result.target))
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for i in range(0, n, batch_size):
+        rows = order[i : i + batch_size]
+        h = window_features(model, [texts[r] for r in rows], starts[rows], int(lengths[rows].max()), device)
+        words = np.arange(h.size(1))[None, :]
+        mask = words < lengths[rows][:, None]
+        dest = slot[(offsets[rows][:, None] + words)[mask]]  # row-major, as h[mask]
+        keep = dest >= 0
+        yield dest[keep], h[torch.from_numpy(mask).to(device)][torch.from_numpy(keep).to(device)]
+
+
 @torch.inference_mode()
 def rank_all(
     model: LanguageModel,
@@ -264,35 +297,19 @@ def rank_all(
     batch_size: int,
     label: str,
     windows: tuple[list, np.ndarray] | None = None,
+    keep_features: bool = False,
 ):
-    """Rank of every blank's target under `model` (bi, or uni-left): one pass per sentence.
+    """Rank of every blank's target under `model` (bi, or uni-left): one pass per sentence (`blank_features`).
 
-    With `windows` (data.context_windows) the model reads each sentence inside its window of
-    document context. Sentences go in length order so that batches carry little padding.
+    `keep_features`: also keep each blank's features in `result.features[label]`, for the continuous cache.
     """
-    model.eval()
     started = time.perf_counter()
-    n = len(sentences)
-    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n)
-    texts, starts = windows or (sentences, np.zeros(n, np.int64))
-    # Row of each kept blank in the result, addressed by (sentence, index).
-    offsets = np.cumsum(lengths) - lengths
-    slot = np.full(int(lengths.sum()), -1, dtype=np.int64)
-    slot[offsets[result.sentence] + result.index] = np.arange(len(result.target))
     ranks = np.full(len(result.target), np.nan)
     logps = np.full(len(result.target), np.nan)
+    features = None
     excluded = special_ids(model).to(device)
-    order = np.argsort([len(t) for t in texts], kind="stable")
     with tqdm(total=len(result.target), desc=label, unit="blank", disable=None, leave=False) as bar:
-        for i in range(0, n, batch_size):
-            rows = order[i : i + batch_size]
-            h = window_features(model, [texts[r] for r in rows], starts[rows], int(lengths[rows].max()), device)
-            words = np.arange(h.size(1))[None, :]
-            mask = words < lengths[rows][:, None]
-            dest = slot[(offsets[rows][:, None] + words)[mask]]  # row-major, as h[mask]
-            keep = dest >= 0
-            dest = dest[keep]
-            feats = h[torch.from_numpy(mask).to(device)][torch.from_numpy(keep).to(device)]
+        for dest, feats in blank_features(model, sentences, result, device, batch_size, windows):
             targets = torch.from_numpy(result.target[dest]).to(device)
             r, lp = [], []
             for j in range(0, len(targets), CHUNK):
@@ -302,10 +319,16 @@ def rank_all(
             if r:
                 ranks[dest] = torch.cat(r).cpu().numpy()
                 logps[dest] = torch.cat(lp).cpu().numpy()
+            if keep_features:
+                if features is None:
+                    features = feats.new_empty(len(result.target), feats.size(1), dtype=torch.float32)
+                features[torch.from_numpy(dest).to(device)] = feats.float()
             bar.update(len(targets))
+    if features is not None:
+        result.features[label] = features
     result.ranks[label], result.log_probs[label] = ranks, logps
     result.seconds[label] = time.perf_counter() - started
-    result.passes[label] = n
+    result.passes[label] = len(sentences)
 
 
 @torch.inference_mode()
@@ -367,11 +390,13 @@ def fill_in(
     uni: LanguageModel | None = None,
     bi: LanguageModel | None = None,
     windows: tuple[list, np.ndarray] | None = None,
+    keep_features: tuple[str, ...] = (),
 ) -> FillResult:
     """Rank every blank with each method the given models allow (see the module docstring).
 
     `windows`: each sentence in its document context (data.context_windows with `cfg.context`
-    tokens), read alike by every method; None reads the sentences alone.
+    tokens), read alike by every method; None reads the sentences alone. `keep_features`: the
+    methods ("bi", "uni-left") whose features to keep in `result.features` (for cache.rank_with_cache).
     """
     if cfg.max_sentences is not None:
         sentences = sentences[: cfg.max_sentences]
@@ -379,9 +404,9 @@ def fill_in(
     model = uni or bi
     result = blank_positions(sentences, model.cfg.unk_id)
     if bi is not None:
-        rank_all(bi, sentences, result, device, cfg.batch_size, "bi", windows)
+        rank_all(bi, sentences, result, device, cfg.batch_size, "bi", windows, "bi" in keep_features)
     if uni is not None:
-        rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left", windows)
+        rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left", windows, "uni-left" in keep_features)
         if cfg.rescore_sample:
             rank_rescored(uni, sentences, result, device, cfg, windows)
     return result
@@ -554,6 +579,7 @@ def differences(result: FillResult, boot: Bootstrap, units: np.ndarray | None = 
     `units`: the resampled unit of each blank (default: its sentence)."""
     units = result.sentence if units is None else units
     pairs = [("bi", "uni-left"), ("uni-rescore", "uni-left"), ("bi", "uni-rescore")]
+    pairs += [("bi+cache", "uni-left+cache"), ("bi+cache", "uni-rescore"), ("bi+cache", "bi")]
     out = []
     for a, b in pairs:
         if a not in result.ranks or b not in result.ranks:

@@ -132,7 +132,7 @@ def report(args, folder: str = "wt2") -> str | None:
             f"| {role} {what}, {q['tokens']:,} targets, {100 * q['unk_rate']:.2f} % `<unk>`) | {q['ppl']:.1f} |"
         )
     cache = data["sections"].get("cache")
-    if cache:
+    if cache and "theta" in cache:  # the uni stream cache (a bi-only report has only the fill-in cache)
         lines.append(
             f"| uni + continuous cache (θ {cache['theta']:g}, λ {cache['lam']:g}, chosen on {cache['tune']['split']}: "
             f"{cache['tune']['ppl']:.1f} → {cache['tune']['cache_ppl']:.1f}) | {cache['eval']['cache_ppl']:.1f} |"

@@ -91,3 +91,53 @@ def test_context_is_for_bi_models(keyed_runs, tmp_path):
     cfg = TrainConfig(context="document", max_steps=1, precision="fp32")
     with pytest.raises(BilmError, match="--context document is for bi models"):
         train(DataConfig("wikitext-2"), ModelConfig(kind="uni"), cfg, tmp_path, root, root / "data", log=print)
+
+
+@pytest.fixture(scope="module")
+def sentence_bi(keyed_runs):
+    """A bi model trained on sentences alone: it cannot know a sentence's key, its cache can."""
+    root, _ = keyed_runs
+    model = ModelConfig(kind="bi", emb_size=16, hidden_size=32, layers=1, dropout=0.0, tie_weights=False)
+    cfg = TrainConfig(lr=2e-2, batch_size=32, max_steps=300, early_stop=0, precision="fp32", device="cpu")
+    train(DataConfig("wikitext-2"), model, cfg, root / "bi-sentence", root, root / "data", log=lambda _: None)
+    return root / "bi-sentence"
+
+
+def test_the_cache_fills_a_key_named_in_an_earlier_sentence_of_the_article(keyed_runs, sentence_bi):
+    root, runs = keyed_runs
+    out = root / "report-cache"
+    args = ["--uni", str(runs["uni"]), "--bi", str(sentence_bi), "--out", str(out), "--device", "cpu", "--cache"]
+    args += ["--corpus-dir", str(root), "--data-dir", str(root / "data"), "--rescore-sample", "0", "--bootstrap", "50"]
+    result = CliRunner().invoke(evaluate_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    fill = report["sections"]["fill"]
+    start = {m: fill["methods"][m]["position"]["start"]["top1"] for m in fill["methods"]}
+    # Half the sentence starts are the article's second sentence, whose key the first names (1 in 6 without).
+    assert start["bi+cache"] > start["bi"] + 0.3 and start["uni-left+cache"] > start["uni-left"] + 0.3
+    tuned = report["sections"]["cache"]["fill"]
+    assert set(tuned) == {"bi", "uni-left"} and tuned["bi"]["lam"] > 0
+    assert tuned["bi"]["tune"]["cache_ppl"] < tuned["bi"]["tune"]["ppl"]  # chosen on valid's blanks
+    pairs = {(d["a"], d["b"]) for d in fill["differences"]}
+    assert ("bi+cache", "uni-left+cache") in pairs
+    assert "bi + cache: θ" in result.output and "Fill in the blank with the cache" in (out / "report.md").read_text()
+
+
+def test_the_cache_reads_only_earlier_sentences_of_the_same_document(keyed_runs, sentence_bi):
+    """A document's first sentence, and every sentence when each is its own document, keep the model's ranks."""
+    from bilm.cache import rank_with_cache
+    from bilm.data import prepare
+    from bilm.evaluate import FillConfig, fill_in
+    from bilm.predict import Predictor
+
+    root, _ = keyed_runs
+    data = prepare(DataConfig("wikitext-2"), root, root / "data", log=lambda _: None)
+    sentences, docs = list(data.sentences("test")), data.documents("test")
+    bi = Predictor.load(sentence_bi).model
+    result = fill_in(sentences, "cpu", FillConfig(rescore_sample=0), bi=bi, keep_features=("bi",))
+    rank_with_cache(bi, result, "bi", docs, theta=1.0, lam=0.5)
+    plain, cached = result.ranks["bi"], result.ranks["bi+cache"]
+    first = np.r_[True, docs[1:] != docs[:-1]][result.sentence]  # blanks in each document's first sentence
+    assert np.array_equal(plain[first], cached[first]) and not np.array_equal(plain[~first], cached[~first])
+    rank_with_cache(bi, result, "bi", np.arange(len(sentences)), theta=1.0, lam=0.5)
+    assert np.array_equal(plain, result.ranks["bi+cache"])

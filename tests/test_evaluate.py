@@ -235,10 +235,6 @@ def test_cache_is_chosen_on_valid_and_reported_beside_the_plain_perplexity(pair_
         and "Continuous cache" in (tmp_path / "rep" / "report.md").read_text()
     )
 
-    args = ["--bi", str(runs["bi"]), "--out", str(tmp_path / "rep2"), "--device", "cpu", "--cache"]
-    result = CliRunner().invoke(evaluate_command, args + ["--data-dir", str(root / "data")])
-    assert result.exit_code != 0 and "--cache needs a uni model" in str(result.exception)
-
 
 def test_evaluate_needs_a_checkpoint(tmp_path):
     result = CliRunner().invoke(evaluate_command, ["--out", str(tmp_path)])

@@ -137,6 +137,11 @@ def report(args, folder: str = "wt2") -> str | None:
             f"| uni + continuous cache (θ {cache['theta']:g}, λ {cache['lam']:g}, chosen on {cache['tune']['split']}: "
             f"{cache['tune']['ppl']:.1f} → {cache['tune']['cache_ppl']:.1f}) | {cache['eval']['cache_ppl']:.1f} |"
         )
+    for t in (cache or {}).get("fill", {}).values():
+        lines.append(
+            f"| {t['method']}: θ {t['theta']:g}, λ {t['lam']:g}, chosen on {t['tune']['split']} (blank perplexity "
+            f"{t['tune']['ppl']:.1f} → {t['tune']['cache_ppl']:.1f}) | fill-in below |"
+        )
     if fill:
         labels = list(next(iter(fill["methods"].values()))["length"])
         lines += ["", "| top-1 % / top-5 % | all | " + " | ".join(labels) + " |", "|---|" + "---|" * (len(labels) + 1)]

@@ -64,6 +64,12 @@ def test_report_figure_labels_pseudo_perplexity_counts_small_groups_and_names_th
     )
     write(tmp_path / "reports/wt2/report.json", report)
     assert "| uni + continuous cache (θ 1.5, λ 0.2, chosen on valid: 110.6 → 80.1) | 77.3 |" in figures.report(None)
+    tuned = dict(method="bi+cache", theta=0.3, lam=0.25, tune=dict(split="valid", ppl=39.6, cache_ppl=26.1))
+    report["sections"]["cache"] = dict(fill=dict(bi=tuned))  # a bi-only report: the fill-in cache alone
+    write(tmp_path / "reports/wt2/report.json", report)
+    text = figures.report(None)
+    assert "| bi+cache: θ 0.3, λ 0.25, chosen on valid (blank perplexity 39.6 → 26.1) |" in text
+    assert "uni + continuous cache" not in text
 
 
 def test_blocks_are_replaced_in_every_doc_and_collected_in_figures_md(figures, tmp_path, monkeypatch):

@@ -163,7 +163,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 )
 @click.option("--output", type=click.Choice(["adaptive", "full"]), default="adaptive", show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--lr", type=rate, default=None, help="[default: from --preset: small 5e-3, large 3e-3]")
+@click.option("--lr", type=rate, default=None, help="[default: from --preset: small 7e-3, large 3e-3]")
 @click.option("--weight-decay", type=non_negative, default=0.0, show_default=True)
 @click.option("--batch-size", type=positive, default=64, show_default=True)
 @click.option("--bptt", type=positive, default=35, show_default=True, help="Truncated BPTT length (uni).")

@@ -57,7 +57,7 @@ models: setup
 		$(BIN)/bilm train --model bi --preset large --corpus wikitext-2 --average 0.2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-bi)
 	$(call side_by_side,\
 		$(BIN)/bilm train --model uni --corpus gutenberg --preset large --dropout 0.1 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-uni,\
-		$(BIN)/bilm train --model bi --corpus gutenberg --hidden 300 --emb 300 --lr 3e-3 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-bi)
+		$(BIN)/bilm train --model bi --corpus gutenberg --hidden 300 --emb 300 --dropout 0.1 --lr 3e-3 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-bi)
 	$(BIN)/bilm evaluate --uni checkpoints/wt2-uni --bi checkpoints/wt2-bi --split test --cache --out reports/wt2-models
 	$(BIN)/bilm mscc --uni checkpoints/gut-uni --bi checkpoints/gut-bi --out reports/mscc
 	$(BIN)/python scripts/show_predictions.py checkpoints/wt2-uni checkpoints/wt2-bi

@@ -109,7 +109,7 @@ def cache_perplexity(
 # them, in earlier sentences of the same document (the blank's own sentence the model reads already):
 #
 #     document   ... [ sentence s-2 ][ sentence s-1 ][ sentence s: w1 w2 ___ w4 ]
-#     cache           <---- the last `window` words before sentence s ---->
+#     cache           <---- its last `window` blanks before sentence s ---->
 #     p(w | ___) = (1 - λ) p_model(w) + λ Σ_{cached i, w_i = w} softmax_i(θ h_blank · h_i)
 #
 # λ applies where the cache holds anything: a document's first sentence keeps p_model.

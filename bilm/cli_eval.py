@@ -20,6 +20,8 @@ from .threads import threads_option
 
 # torch, matplotlib and the models load inside the functions: `bilm --help` stays instant.
 
+CACHED_METHODS = {"bi": "bi", "uni-left": "uni"}  # fill-in methods that take a cache, and the model each reads
+
 
 def _load(paths: dict[str, str | None], device) -> dict:
     """Checkpoints by role (uni, bi), each checked to hold the model its role names."""
@@ -111,10 +113,10 @@ def run_evaluate(
             f"λ {cached['lam']:g}, chosen on valid: {cached['tune']['ppl']:.2f} -> {cached['tune']['cache_ppl']:.2f})"
         )
     fill_caches = _tune_fill_caches(ckpts, corpus, cfg, dev, log) if cache else {}
-    sentences = list(data.sentences(split))
+    sentences, documents = list(data.sentences(split)), data.documents(split)
     windows = None
     if cfg.context:
-        windows = context_windows(ids, spans, data.documents(split), cfg.context)
+        windows = context_windows(ids, spans, documents, cfg.context)
         unit = data.document_unit or "text"
         log(f"fill-in: each sentence read with up to {cfg.context} tokens of its {unit} on either side")
     models = dict(uni=_model(ckpts, "uni"), bi=_model(ckpts, "bi"))
@@ -123,10 +125,10 @@ def run_evaluate(
         from .cache import rank_with_cache
 
         for label, tuned in fill_caches.items():
-            model = models["bi" if label == "bi" else "uni"]
-            rank_with_cache(model, result, label, data.documents(split), tuned["theta"], tuned["lam"], tuned["window"])
+            model = models[CACHED_METHODS[label]]
+            rank_with_cache(model, result, label, documents, tuned["theta"], tuned["lam"], tuned["window"])
         result.features.clear()
-    summary = summarize(result, data.tokenizer, cfg, data.documents(split), data.document_unit)
+    summary = summarize(result, data.tokenizer, cfg, documents, data.document_unit)
     r = summary["resampled"]
     note = f" ({r['note']})" if r["note"] else ""
     log(f"intervals: {r['resamples']} bootstrap resamples of {r['units']:,} {r['unit']}s{note}")
@@ -160,7 +162,7 @@ def _tune_fill_caches(ckpts: dict, corpus, cfg, dev, log) -> dict:
     if cfg.context:
         windows = context_windows(corpus.stream("valid"), corpus.spans("valid"), documents, cfg.context)
     tuned = {}
-    for label, role in (("bi", "bi"), ("uni-left", "uni")):
+    for label, role in CACHED_METHODS.items():
         if role in ckpts:
             tuned[label] = t = tune_fill_cache(
                 ckpts[role].model, label, sentences, documents, dev, cfg.batch_size, windows

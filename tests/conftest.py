@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def write_corpus(root: Path, n_train: int = 600, n_held: int = 60, seed: int = 0
     for split, n in (("train", n_train), ("valid", n_held), ("test", n_held)):
         (root / f"{split}.txt").write_text("\n\n".join(animal_sentence(rng) for _ in range(n)) + "\n")
     return root
+
+
+def run_records(run: Path, kind: str) -> list[dict]:
+    """The records of one type ("train", "valid") in a run's metrics.jsonl."""
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
 
 
 def tiny_model(kind: str, **overrides) -> ModelConfig:

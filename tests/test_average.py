@@ -14,7 +14,7 @@ from bilm.evaluate import stream_perplexity
 from bilm.predict import Predictor
 from bilm.train import Trainer, train
 
-from .conftest import tiny_model, tiny_train
+from .conftest import run_records, tiny_model, tiny_train
 
 
 def _snapshots(monkeypatch) -> list[tuple[int, dict]]:
@@ -34,16 +34,12 @@ def _mean(weights: list[dict]) -> dict:
     return {k: torch.stack([w[k] for w in weights]).mean(0) for k in weights[0]}
 
 
-def _records(run, kind: str) -> list[dict]:
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
-
-
 def _valid(run) -> list[dict]:
-    return _records(run, "valid")
+    return run_records(run, "valid")
 
 
 def _losses(run) -> list[float]:
-    return [r["loss"] for r in _records(run, "train")]
+    return [r["loss"] for r in run_records(run, "train")]
 
 
 def test_averaged_weights_are_the_mean_of_the_snapshots_and_are_what_validation_scores(

@@ -13,17 +13,13 @@ from bilm.errors import BilmError
 from bilm.predict import Predictor
 from bilm.train import native_bf16, resolve_precision, train
 
-from .conftest import tiny_model, tiny_train
-
-
-def _records(run, kind):
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+from .conftest import run_records, tiny_model, tiny_train
 
 
 def test_cosine_schedule_anneals_to_zero_over_max_steps(corpus, data_dir, tmp_path):
     cfg = tiny_train(max_steps=20, log_every=1, lr=1e-2, schedule="cosine")
     train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
-    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    lrs = [r["lr"] for r in run_records(tmp_path / "run", "train")]
     # step s (1-based) ran with progress (s - 1) / 20
     assert lrs == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(20)])
 
@@ -31,7 +27,7 @@ def test_cosine_schedule_anneals_to_zero_over_max_steps(corpus, data_dir, tmp_pa
 def test_warmdown_holds_the_rate_then_takes_it_linearly_to_zero_over_the_last_30_percent(corpus, data_dir, tmp_path):
     cfg = tiny_train(max_steps=20, log_every=1, lr=1e-2, schedule="warmdown", plateau_patience=10**9)
     train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
-    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    lrs = [r["lr"] for r in run_records(tmp_path / "run", "train")]
     assert lrs == pytest.approx([1e-2 if s < 14 else 1e-2 * (1 - s / 20) / 0.3 for s in range(20)])
 
 
@@ -42,7 +38,7 @@ def test_warmdown_starts_from_the_rate_the_plateau_rule_left(corpus, data_dir, t
     monkeypatch.setattr(train_module, "stream_perplexity", lambda *a, **k: dict(loss=next(losses), ppl=1.0))
     cfg = tiny_train(max_steps=40, log_every=1, eval_every=2, lr=1e-2, schedule="warmdown", lr_decay=0.5)
     train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
-    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    lrs = [r["lr"] for r in run_records(tmp_path / "run", "train")]
     held = lrs[27]  # step 28 is the first of the warmdown (progress 0.7)
     assert held == pytest.approx(1e-2 * 0.5)
     assert lrs[28:] == pytest.approx([held * (1 - s / 40) / 0.3 for s in range(28, 40)])
@@ -51,7 +47,7 @@ def test_warmdown_starts_from_the_rate_the_plateau_rule_left(corpus, data_dir, t
 def test_cosine_progress_follows_the_wall_clock_under_max_minutes(corpus, data_dir, tmp_path):
     cfg = tiny_train(max_steps=None, max_minutes=0.02, schedule="cosine", epochs=1000, log_every=1)
     train(DataConfig(str(corpus)), tiny_model("uni"), cfg, tmp_path / "run", data_dir=data_dir, log=lambda s: None)
-    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    lrs = [r["lr"] for r in run_records(tmp_path / "run", "train")]
     assert lrs[0] > lrs[-1] and lrs[-1] < 0.05 * cfg.lr  # annealed to ~0 by the end of the 1.2 s budget
 
 

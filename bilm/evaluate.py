@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from .data import SentenceBatches, StreamBatches, pad_sentences
 from .distributed import ONE, Group
-from .models import AdaptiveSoftmax, BiLM, LanguageModel
+from .models import AdaptiveSoftmax, BiLM, LanguageModel, padded_rows
 from .predict import SHORTLIST
 from .tokenizer import Tokenizer
 
@@ -223,13 +223,16 @@ def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, e
 
     The same numbers as `target_ranks(model.log_prob(h), ...)`: the adaptive softmax's blocks
     (head words, then each cluster) are built exactly as its `log_prob` builds them, but
-    counted in place instead of copied into one (N, V) tensor.
+    counted in place instead of copied into one (N, V) tensor. Rows are padded to a few sizes
+    (`padded_rows`) and the padding's answers dropped.
     """
-    x = model.output_features(h)
-    rows = torch.arange(len(targets), device=h.device)
+    n = len(targets)
+    rows = padded_rows(torch.arange(n, device=h.device))
+    x, targets = model.output_features(h).index_select(0, rows), targets.index_select(0, rows)
+    rows = torch.arange(len(rows), device=h.device)
     if not isinstance(model.output, AdaptiveSoftmax):
         logp = model.output.log_prob(x)
-        return target_ranks(logp, targets, excluded), logp[rows, targets]
+        return target_ranks(logp, targets, excluded)[:n], logp[rows, targets][:n]
     asm = model.output.asm
     head = asm.head(x).log_softmax(1)  # (N, shortlist + clusters): words, then each cluster's mass
     short = asm.shortlist_size
@@ -241,7 +244,7 @@ def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, e
         tlp = torch.where(inside, block[rows, (targets - lo).clamp(0, hi - lo - 1)], tlp)
         blocks.append(block)
     above = sum((b > tlp[:, None]).sum(1) for b in blocks)
-    return above - (head[:, excluded] > tlp[:, None]).sum(1) + 1, tlp
+    return (above - (head[:, excluded] > tlp[:, None]).sum(1) + 1)[:n], tlp[:n]
 
 
 def blank_positions(sentences: list, unk_id: int) -> FillResult:

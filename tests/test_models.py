@@ -178,6 +178,22 @@ def test_adaptive_softmax_is_a_proper_distribution():
     assert torch.allclose(model.log_prob(h[0]).exp().sum(-1), torch.ones(3), atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 17, 40, 100])
+def test_adaptive_softmax_scores_and_gradients_are_torchs_whatever_the_row_padding(n):
+    """Rows are padded to a few sizes (models.padded_rows); what comes out must not show it."""
+    torch.manual_seed(n)
+    output = build_model(_cfg("uni", emb_size=16, hidden_size=16)).output
+    h = torch.randn(n, 16, requires_grad=True)
+    targets = torch.randint(0, V, (n,))
+    ours = output.target_log_prob(h, targets)
+    theirs = output.asm(h, targets).output
+    assert ours.shape == (n,) and torch.allclose(ours, theirs, atol=1e-6)
+    assert torch.allclose(output.log_prob(h), output.asm.log_prob(h), atol=1e-6)
+    params = [h, *output.parameters()]
+    grads = [torch.autograd.grad(x.sum(), params, allow_unused=True, materialize_grads=True) for x in (ours, theirs)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
 def test_uni_loss_is_mean_negative_log_likelihood():
     model = build_model(_cfg("uni", output="full")).eval()
     ids = torch.randint(5, V, (2, 6))

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from .data import SentenceBatches, StreamBatches, pad_sentences
 from .distributed import ONE, Group
-from .models import AdaptiveSoftmax, BiLM, LanguageModel, padded_rows
+from .models import AdaptiveSoftmax, BiLM, LanguageModel
 from .predict import SHORTLIST
 from .tokenizer import Tokenizer
 
@@ -223,28 +223,25 @@ def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, e
 
     The same numbers as `target_ranks(model.log_prob(h), ...)`: the adaptive softmax's blocks
     (head words, then each cluster) are built exactly as its `log_prob` builds them, but
-    counted in place instead of copied into one (N, V) tensor. Rows are padded to a few sizes
-    (`padded_rows`) and the padding's answers dropped.
+    counted in place instead of copied into one (N, V) tensor.
     """
-    n = len(targets)
-    rows = padded_rows(torch.arange(n, device=h.device))
-    x, targets = model.output_features(h).index_select(0, rows), targets.index_select(0, rows)
-    rows = torch.arange(len(rows), device=h.device)
+    x = model.output_features(h)
+    rows = torch.arange(len(targets), device=h.device)
     if not isinstance(model.output, AdaptiveSoftmax):
         logp = model.output.log_prob(x)
-        return target_ranks(logp, targets, excluded)[:n], logp[rows, targets][:n]
+        return target_ranks(logp, targets, excluded), logp[rows, targets]
     asm = model.output.asm
     head = asm.head(x).log_softmax(1)  # (N, shortlist + clusters): words, then each cluster's mass
     short = asm.shortlist_size
     tlp = head[rows, targets.clamp(max=short - 1)]
     blocks = [head[:, :short]]
     for i, (lo, hi) in enumerate(zip(asm.cutoffs[:-1], asm.cutoffs[1:], strict=True)):
-        block = asm.tail[i](x).log_softmax(1) + head[:, short + i, None]  # (N, hi - lo)
+        block = model.output.cluster_logits(i, x).log_softmax(1) + head[:, short + i, None]  # (N, hi - lo)
         inside = (targets >= lo) & (targets < hi)
         tlp = torch.where(inside, block[rows, (targets - lo).clamp(0, hi - lo - 1)], tlp)
         blocks.append(block)
     above = sum((b > tlp[:, None]).sum(1) for b in blocks)
-    return (above - (head[:, excluded] > tlp[:, None]).sum(1) + 1)[:n], tlp[:n]
+    return above - (head[:, excluded] > tlp[:, None]).sum(1) + 1, tlp
 
 
 def blank_positions(sentences: list, unk_id: int) -> FillResult:

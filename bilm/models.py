@@ -58,6 +58,10 @@ class ModelConfig:
     # 4,600 steps from 59.8 to 48.0 (docs/quality.md). None: on, except for bi with a tied full softmax
     # (tiny vocabularies), where it held the tests' bi model at pseudo-ppl 3.2 instead of 1.3.
     unigram_bias: bool | None = None
+    # With the unigram start and the adaptive softmax: each tail cluster gets a bias over its words, started at
+    # their frequencies within the cluster, so every word (not only the head's) starts at its unigram
+    # probability. Checkpoints from before it had none (False).
+    tail_bias: bool = True
     aux_lm: float = 0.0  # bi: weight of each stack's own next/previous-word loss (ELMo); 0 = off
     # AWD-LSTM's regularisers (Merity et al. 2018); 0 = off, as in checkpoints from before them.
     embed_dropout: float = 0.0  # drop whole word types from a batch's embeddings
@@ -86,8 +90,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         """Read a saved config; fields missing from older checkpoints take the value that built them
-        (no adaptive head bias before `unigram_bias`, a separate input embedding before `adaptive_input`)."""
-        return cls(**{"unigram_bias": False, "adaptive_input": False, **d})
+        (no adaptive head bias before `unigram_bias`, a separate input embedding before `adaptive_input`,
+        no tail biases before `tail_bias`)."""
+        return cls(**{"unigram_bias": False, "adaptive_input": False, "tail_bias": False, **d})
 
 
 WEIGHT_DROP_CELLS = ("lstm", "gru", "rnn-tanh", "rnn-relu", "irnn")  # the torch.nn stacks
@@ -179,15 +184,33 @@ class AdaptiveSoftmax(nn.Module):
     few sizes (`padded_rows`).
     """
 
-    def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int], head_bias: bool = False):
+    def __init__(
+        self, in_features: int, vocab_size: int, cutoffs: list[int], head_bias: bool = False, tail_bias: bool = False
+    ):
         super().__init__()
         self.asm = nn.AdaptiveLogSoftmaxWithLoss(
             in_features, vocab_size, cutoffs, div_value=4.0 if in_features >= 64 else 2.0, head_bias=head_bias
         )
+        edges = self.asm.cutoffs
+        sizes = [hi - lo for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        self.tail_bias = nn.ParameterList([torch.zeros(n) for n in sizes]) if tail_bias else None
+
+    def cluster_logits(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Logits (N, size_i) over the words of tail cluster i (0 = the first after the head)."""
+        down, words = self.asm.tail[i]
+        return F.linear(down(h), words.weight, None if self.tail_bias is None else self.tail_bias[i])
 
     def log_prob(self, h: torch.Tensor) -> torch.Tensor:
-        n = h.size(0)
-        return self.asm.log_prob(h.index_select(0, padded_rows(torch.arange(n, device=h.device))))[:n]
+        """log p (N, V): the head's words, then each cluster's words plus the cluster's own log-probability."""
+        n, short = h.size(0), self.asm.shortlist_size
+        h = h.index_select(0, padded_rows(torch.arange(n, device=h.device), reduced_precision(h)))
+        head = F.log_softmax(self.asm.head(h), dim=-1)
+        blocks = [head[:, :short]]
+        blocks += [
+            F.log_softmax(self.cluster_logits(i, h), dim=-1) + head[:, short + i, None]
+            for i in range(len(self.asm.tail))
+        ]
+        return torch.cat(blocks, dim=1)[:n]
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) (N,): the head's log-probability of the word, or of its cluster plus the word's
@@ -195,43 +218,54 @@ class AdaptiveSoftmax(nn.Module):
         if h.is_cuda and torch.is_autocast_enabled("cuda"):
             # CUDA autocast returns log_softmax in float32; bf16 features would mix dtypes below.
             h = h.float()
-        asm, n = self.asm, h.size(0)
-        rows = padded_rows(torch.arange(n, device=h.device))
+        asm, n, pad = self.asm, h.size(0), reduced_precision(h)
+        rows = padded_rows(torch.arange(n, device=h.device), pad)
         h, targets = h.index_select(0, rows), targets.index_select(0, rows)
         cluster = torch.bucketize(targets, torch.tensor(asm.cutoffs[:-1], device=h.device), right=True)
         head_index = torch.where(cluster == 0, targets, asm.shortlist_size + cluster - 1)
         out = F.log_softmax(asm.head(h), dim=-1).gather(1, head_index[:, None]).squeeze(1)
-        for i, tail in enumerate(asm.tail, 1):
+        for i in range(1, len(asm.tail) + 1):
             mine = (cluster[:n] == i).nonzero().squeeze(1)
             if mine.numel() == 0:
                 continue
-            sub = padded_rows(mine)
-            within = F.log_softmax(tail(h.index_select(0, sub)), dim=-1)
+            sub = padded_rows(mine, pad)
+            within = F.log_softmax(self.cluster_logits(i - 1, h.index_select(0, sub)), dim=-1)
             word = within.gather(1, (targets.index_select(0, sub) - asm.cutoffs[i - 1])[:, None]).squeeze(1)
             out = out.index_add(0, mine, word[: mine.numel()].to(out.dtype))
         return out[:n]
 
     def set_bias(self, logp: torch.Tensor) -> None:
-        """Head words get their own log p; each cluster the log of its words' total p (tails have no bias)."""
+        """Head words get their own log p; each cluster the log of its words' total p, and (with tail biases)
+        each cluster word its log p within the cluster."""
         short, edges = self.asm.shortlist_size, self.asm.cutoffs
-        clusters = [logp[lo:hi].logsumexp(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        spans = list(zip(edges[:-1], edges[1:], strict=True))
+        clusters = [logp[lo:hi].logsumexp(0) for lo, hi in spans]
         self.asm.head.bias.copy_(torch.cat([logp[:short], torch.stack(clusters)]))
+        if self.tail_bias is not None:
+            for bias, (lo, hi), total in zip(self.tail_bias, spans, clusters, strict=True):
+                bias.copy_(logp[lo:hi] - total)
 
 
-def padded_rows(index: torch.Tensor) -> torch.Tensor:
-    """`index` (n,) lengthened to one of eight sizes per octave by repeating its first entry.
+def padded_rows(index: torch.Tensor, pad: bool = True) -> torch.Tensor:
+    """`index` (n,) lengthened to one of eight sizes per octave by repeating its first entry (with `pad`).
 
-    oneDNN builds a matrix-product kernel for each new shape it meets (about 40 ms for a bf16
-    (n, 12) x (12, 23281) product on a Xeon with AMX, against 3 ms to run it), and the rows of a
+    oneDNN builds a bf16 matrix-product kernel for each new shape it meets (about 45 ms for an
+    (n, 12) x (12, 23281) product on a Xeon with AMX, against 3-7 ms to run it), and the rows of a
     batch that fall in each cluster are a new count at almost every step. Padded, the products
     take a few dozen shapes, each built once; the extra rows cost at most 1/8 more work and
-    their results are dropped.
+    their results are dropped. fp32 products pay nothing per shape, so they are not padded
+    (`reduced_precision`). `python scripts/bench_padding.py` measures both.
     """
     n = index.numel()
-    if n <= 16:
+    if not pad or n <= 16:
         return index
     step = 1 << (n.bit_length() - 4)
     return torch.cat([index, index[:1].expand(-n % step)])
+
+
+def reduced_precision(x: torch.Tensor) -> bool:
+    """Whether products with `x` run in bf16 or fp16: autocast on its device, or `x` itself."""
+    return x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled(x.device.type)
 
 
 class AdaptiveInput(nn.Module):
@@ -254,6 +288,7 @@ class AdaptiveInput(nn.Module):
         """ids (...) -> vectors (..., E), each cluster's words looked up in one gather."""
         flat = ids.reshape(-1)
         out = self.head.new_zeros(flat.numel(), self.head.size(1))
+        pad = reduced_precision(out)
         for i, (lo, hi) in enumerate(pairwise(self.edges)):
             rows = ((flat >= lo) & (flat < hi)).nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -261,7 +296,7 @@ class AdaptiveInput(nn.Module):
             if i == 0:
                 vectors = F.embedding(flat[rows], self.head)
             else:
-                words = flat[padded_rows(rows)] - lo  # a product per cluster: few shapes (padded_rows)
+                words = flat[padded_rows(rows, pad)] - lo  # a product per cluster: few shapes (padded_rows)
                 vectors = (F.embedding(words, self.words[i - 1]) @ self.projections[i - 1])[: rows.numel()]
             out = out.index_copy(0, rows, vectors.to(out.dtype))
         return out.view(*ids.shape, -1)
@@ -279,7 +314,10 @@ def adaptive_cutoffs(cfg: ModelConfig) -> list[int]:
 def make_output(cfg: ModelConfig, in_features: int) -> nn.Module:
     cutoffs = adaptive_cutoffs(cfg)
     if cutoffs:
-        return AdaptiveSoftmax(in_features, cfg.vocab_size, cutoffs, head_bias=cfg.wants_unigram_bias)
+        biased = cfg.wants_unigram_bias
+        return AdaptiveSoftmax(
+            in_features, cfg.vocab_size, cutoffs, head_bias=biased, tail_bias=biased and cfg.tail_bias
+        )
     return FullSoftmax(in_features, cfg.vocab_size)
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from bilm import models
 from bilm.checkpoint import load_checkpoint, save_checkpoint
 from bilm.data import pad_sentences
 from bilm.errors import BilmError
@@ -129,12 +130,12 @@ def test_a_checkpoint_from_before_the_newer_model_fields_still_loads_as_it_was(k
     import json
 
     torch.manual_seed(0)
-    cfg = _cfg(kind, unigram_bias=False, adaptive_input=False)
+    cfg = _cfg(kind, unigram_bias=False, adaptive_input=False, tail_bias=False)
     model = build_model(cfg).eval()
     tok = Tokenizer.train([[f"w{i}" for i in range(V - 5)]])
     save_checkpoint(tmp_path / "ck", model, tok, {"model": cfg.to_dict()}, {})
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
-    for field in ("unigram_bias", "aux_lm", "embed_dropout", "weight_drop", "combine", "adaptive_input"):
+    for field in ("unigram_bias", "aux_lm", "embed_dropout", "weight_drop", "combine", "adaptive_input", "tail_bias"):
         del config["model"][field]  # what a checkpoint of an earlier version holds
     (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
     loaded = load_checkpoint(tmp_path / "ck").model
@@ -179,10 +180,11 @@ def test_adaptive_softmax_is_a_proper_distribution():
 
 
 @pytest.mark.parametrize("n", [1, 17, 40, 100])
-def test_adaptive_softmax_scores_and_gradients_are_torchs_whatever_the_row_padding(n):
-    """Rows are padded to a few sizes (models.padded_rows); what comes out must not show it."""
+def test_adaptive_softmax_scores_and_gradients_are_torchs_whatever_the_row_padding(n, monkeypatch):
+    """Rows are padded to a few sizes (models.padded_rows, in bf16); what comes out must not show it."""
+    monkeypatch.setattr(models, "reduced_precision", lambda x: True)  # pad in float32, to compare exactly
     torch.manual_seed(n)
-    output = build_model(_cfg("uni", emb_size=16, hidden_size=16)).output
+    output = build_model(_cfg("uni", emb_size=16, hidden_size=16, tail_bias=False)).output
     h = torch.randn(n, 16, requires_grad=True)
     targets = torch.randint(0, V, (n,))
     ours = output.target_log_prob(h, targets)
@@ -213,7 +215,11 @@ def test_untrained_model_starts_at_the_unigram_distribution(output):
     unigram = (counts + 1.0) / (counts + 1.0).sum()
     if output == "full":
         assert torch.allclose(logp.exp(), unigram, atol=1e-6)
-    else:  # head words exactly; each cluster its total mass, spread evenly (tails have no bias)
+    else:  # every word, the clusters' too (tail biases)
+        assert torch.allclose(logp.exp(), unigram, atol=1e-6)
+        untailed = build_model(ModelConfig(**{**cfg.to_dict(), "tail_bias": False})).eval()
+        untailed.start_at_unigram(counts)  # as before tail biases: head words exact, each cluster spread evenly
+        logp = untailed.log_prob(torch.zeros(1, cfg.hidden_size))[0]
         assert torch.allclose(logp[:10].exp(), unigram[:10], atol=1e-6)
         assert torch.allclose(logp[10:30].exp().sum(), unigram[10:30].sum(), atol=1e-6)
         assert torch.allclose(logp[10:30], logp[10:30].mean().expand(20), atol=1e-5)

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_padding.py                  # uni and bi, 3 rounds of 60 s each
     .venv/bin/python scripts/bench_padding.py --kinds bi --seconds 30 --rounds 2
+    .venv/bin/python scripts/bench_padding.py --kinds bi --preset large   # the hour models' 2x400
 
 oneDNN builds a kernel for every matrix-product shape it has not met in the process, and the rows
 of a batch that fall in each adaptive-softmax cluster are a new count at almost every step. So
@@ -24,7 +25,7 @@ import click
 from bilm.machine import cpu_flags, cpu_model
 
 
-def worker(kind: str, padded: bool, seconds: float, corpus: str) -> dict:
+def worker(kind: str, padded: bool, seconds: float, corpus: str, preset_name: str) -> dict:
     import torch
 
     from bilm import models
@@ -34,10 +35,11 @@ def worker(kind: str, padded: bool, seconds: float, corpus: str) -> dict:
     from bilm.train import PRESET_LR, TrainConfig
 
     if not padded:
-        models.padded_rows = lambda index: index
+        models.padded_rows = lambda index, pad=True: index
     torch.set_num_threads(1)
     data = prepare(DataConfig(corpus), log=lambda s: None)
-    bench = StepBench(data, ModelConfig(kind=kind, **preset("small", kind)), TrainConfig(lr=PRESET_LR["small"]), 1)
+    model = ModelConfig(kind=kind, **preset(preset_name, kind))
+    bench = StepBench(data, model, TrainConfig(lr=PRESET_LR[preset_name]), 1)
     first = bench.run(seconds / 2)
     second = bench.run(seconds / 2)
     return dict(first=first, second=second, whole=2 / (1 / first + 1 / second))
@@ -67,14 +69,17 @@ def kernel_builds(calls: int = 40) -> dict:
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="Training time per process.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--corpus", default="wikitext-2", show_default=True)
+@click.option("--preset", "preset_name", type=click.Choice(["small", "large"]), default="small", show_default=True)
 @click.option("--worker", "worker_args", hidden=True, default=None)
-def main(kinds, seconds, rounds, corpus, worker_args):
+def main(kinds, seconds, rounds, corpus, preset_name, worker_args):
     if worker_args:
         kind, padded = worker_args.split(",")
-        click.echo(json.dumps(worker(kind, padded == "padded", seconds, corpus)))
+        click.echo(json.dumps(worker(kind, padded == "padded", seconds, corpus, preset_name)))
         return
     bf16 = "with" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "without"
-    click.echo(f"{cpu_model()} ({bf16} native bf16), one thread, {seconds:.0f} s per fresh process")
+    click.echo(
+        f"{cpu_model()} ({bf16} native bf16), one thread, preset {preset_name}, {seconds:.0f} s per fresh process"
+    )
     k = kernel_builds()
     for dtype in ("bfloat16", "float32"):
         click.echo(
@@ -86,7 +91,8 @@ def main(kinds, seconds, rounds, corpus, worker_args):
         for kind in kinds.split(","):
             for mode in ("padded", "unpadded"):
                 args = [sys.executable, __file__, "--worker", f"{kind},{mode}", "--seconds", str(seconds)]
-                out = subprocess.run([*args, "--corpus", corpus], capture_output=True, text=True, check=True)
+                args += ["--corpus", corpus, "--preset", preset_name]
+                out = subprocess.run(args, capture_output=True, text=True, check=True)
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 results.setdefault((kind, mode), []).append(figures)
                 click.echo(f"round {r + 1}/{rounds}: {kind} {mode} {figures['whole']:,.0f} tokens/s")

@@ -222,26 +222,22 @@ def rank_targets(model: LanguageModel, h: torch.Tensor, targets: torch.Tensor, e
     """Rank (N,) and log p (N,) of each target from features h (N, H).
 
     The same numbers as `target_ranks(model.log_prob(h), ...)`: the adaptive softmax's blocks
-    (head words, then each cluster) are built exactly as its `log_prob` builds them, but
-    counted in place instead of copied into one (N, V) tensor.
+    (head words, then each cluster; `log_prob_blocks`, which its `log_prob` joins) are counted in
+    place instead of copied into one (N, V) tensor.
     """
     x = model.output_features(h)
     rows = torch.arange(len(targets), device=h.device)
     if not isinstance(model.output, AdaptiveSoftmax):
         logp = model.output.log_prob(x)
         return target_ranks(logp, targets, excluded), logp[rows, targets]
-    asm = model.output.asm
-    head = asm.head(x).log_softmax(1)  # (N, shortlist + clusters): words, then each cluster's mass
-    short = asm.shortlist_size
-    tlp = head[rows, targets.clamp(max=short - 1)]
-    blocks = [head[:, :short]]
-    for i, (lo, hi) in enumerate(zip(asm.cutoffs[:-1], asm.cutoffs[1:], strict=True)):
-        block = model.output.cluster_logits(i, x).log_softmax(1) + head[:, short + i, None]  # (N, hi - lo)
+    blocks = model.output.log_prob_blocks(x)
+    edges = [0, *model.output.asm.cutoffs]
+    tlp = x.new_zeros(len(targets))
+    for block, lo, hi in zip(blocks, edges[:-1], edges[1:], strict=True):
         inside = (targets >= lo) & (targets < hi)
         tlp = torch.where(inside, block[rows, (targets - lo).clamp(0, hi - lo - 1)], tlp)
-        blocks.append(block)
     above = sum((b > tlp[:, None]).sum(1) for b in blocks)
-    return above - (head[:, excluded] > tlp[:, None]).sum(1) + 1, tlp
+    return above - (blocks[0][:, excluded] > tlp[:, None]).sum(1) + 1, tlp
 
 
 def blank_positions(sentences: list, unk_id: int) -> FillResult:

@@ -200,17 +200,22 @@ class AdaptiveSoftmax(nn.Module):
         down, words = self.asm.tail[i]
         return F.linear(down(h), words.weight, None if self.tail_bias is None else self.tail_bias[i])
 
-    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
-        """log p (N, V): the head's words, then each cluster's words plus the cluster's own log-probability."""
-        n, short = h.size(0), self.asm.shortlist_size
-        h = h.index_select(0, padded_rows(torch.arange(n, device=h.device), reduced_precision(h)))
+    def log_prob_blocks(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """log p in vocabulary order, a block per cut: the head's words (N, shortlist), then each cluster's
+        words (N, size_i), their log-probability within the cluster plus the cluster's own."""
+        short = self.asm.shortlist_size
         head = F.log_softmax(self.asm.head(h), dim=-1)
-        blocks = [head[:, :short]]
-        blocks += [
+        clusters = [
             F.log_softmax(self.cluster_logits(i, h), dim=-1) + head[:, short + i, None]
             for i in range(len(self.asm.tail))
         ]
-        return torch.cat(blocks, dim=1)[:n]
+        return [head[:, :short], *clusters]
+
+    def log_prob(self, h: torch.Tensor) -> torch.Tensor:
+        """log p (N, V) over the whole vocabulary."""
+        n = h.size(0)
+        h = h.index_select(0, padded_rows(torch.arange(n, device=h.device), reduced_precision(h)))
+        return torch.cat(self.log_prob_blocks(h), dim=1)[:n]
 
     def target_log_prob(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) (N,): the head's log-probability of the word, or of its cluster plus the word's

@@ -1,0 +1,94 @@
+"""Training tokens/s with PyTorch's large CPU tensors on 2 MB pages (THP_MEM_ALLOC_ENABLE=1, bilm's default) or 4 kB.
+
+    .venv/bin/python scripts/bench_hugepages.py                  # uni and bi, 3 rounds of 40 s each
+    .venv/bin/python scripts/bench_hugepages.py --kinds bi --seconds 30 --rounds 2
+
+Every tensor of 2 MB or more that PyTorch allocates on the CPU is a fresh mapping from the kernel,
+faulted in page by page as it is first written: a bi step's cluster logits alone are tens of MB. With
+THP_MEM_ALLOC_ENABLE=1 (bilm/__init__.py sets it) PyTorch aligns such tensors to 2 MB and asks for
+transparent huge pages, so one fault maps 512 times as much. What a fault costs depends on the machine,
+and in a virtual machine on how busy its host is, so the two settings take turns, each in a fresh
+process (the variable is read once per process), training from its first step, one thread, the real
+Trainer on WikiText-2. First the cause on its own: one (512, 12) x (12, 23281) product, a fresh 47 MB output
+each call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import click
+
+from bilm.machine import cpu_model
+
+
+def product_ms(calls: int = 20) -> float:
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    a, w = torch.randn(512, 12), torch.randn(23281, 12)
+    a @ w.t()
+    start = time.perf_counter()
+    for _ in range(calls):
+        a @ w.t()
+    return (time.perf_counter() - start) / calls * 1e3
+
+
+def thp_mode() -> str:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "unavailable"
+
+
+@click.command()
+@click.option("--kinds", default="uni,bi", show_default=True)
+@click.option("--seconds", type=float, default=40.0, show_default=True, help="Training time per process.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--corpus", default="wikitext-2", show_default=True)
+@click.option("--worker", "worker_args", hidden=True, default=None)
+def main(kinds, seconds, rounds, corpus, worker_args):
+    if worker_args:
+        from bench_padding import worker  # this folder is on sys.path: the same training window
+
+        figures = product_ms() if worker_args == "product" else worker(worker_args, True, seconds, corpus, "small")
+        click.echo(json.dumps(figures))
+        return
+    click.echo(f"{cpu_model()}, transparent huge pages: {thp_mode()}, one thread, {seconds:.0f} s per fresh process")
+
+    def run(what: str, pages: str) -> dict | float:
+        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if pages == "2 MB" else "0"}
+        args = [sys.executable, __file__, "--worker", what, "--seconds", str(seconds), "--corpus", corpus]
+        out = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    settings = ("2 MB", "4 kB")
+    for pages in settings + settings:
+        click.echo(f"(512, 12) x (12, 23281), fresh output each call, {pages} pages: {run('product', pages):.1f} ms")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for r in range(rounds):
+        for kind in kinds.split(","):
+            for pages in settings:
+                figures = run(kind, pages)
+                results.setdefault((kind, pages), []).append(figures)
+                click.echo(f"round {r + 1}/{rounds}: {kind} {pages} pages {figures['whole']:,.0f} tokens/s")
+    click.echo(f"\n{'model':<6}{'pages':<8}{'tokens/s':>10}{'2 MB / 4 kB':>14}")
+    for kind in kinds.split(","):
+        for pages in settings:
+            runs = results[(kind, pages)]
+            ratio = ""
+            if pages == "2 MB":
+                pairs = zip(runs, results[(kind, "4 kB")], strict=True)
+                ratio = f"{statistics.median(a['whole'] / b['whole'] for a, b in pairs):.2f}x"
+            click.echo(f"{kind:<6}{pages:<8}{statistics.median(f['whole'] for f in runs):>10,.0f}{ratio:>14}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,12 +5,12 @@
 
 Every tensor of 2 MB or more that PyTorch allocates on the CPU is a fresh mapping from the kernel,
 faulted in page by page as it is first written: a bi step's cluster logits alone are tens of MB. With
-THP_MEM_ALLOC_ENABLE=1 (bilm/__init__.py sets it) PyTorch aligns such tensors to 2 MB and asks for
-transparent huge pages, so one fault maps 512 times as much. What a fault costs depends on the machine,
-and in a virtual machine on how busy its host is, so the two settings take turns, each in a fresh
-process (the variable is read once per process), training from its first step, one thread, the real
-Trainer on WikiText-2. First the cause on its own: one (512, 12) x (12, 23281) product, a fresh 47 MB output
-each call.
+THP_MEM_ALLOC_ENABLE=1 (bilm/__init__.py sets it) PyTorch advises the kernel to back such tensors with
+transparent huge pages (`madvise`), so one fault maps 512 times as much. What a fault costs depends on
+the machine, and in a virtual machine on how busy its host is, so the two settings take turns, each in a
+fresh process (the variable is read once per process), training from its first step, one thread, the
+real Trainer on WikiText-2. First the cause on its own: one (512, 12) x (12, 23281) product, a fresh 47 MB
+output each call.
 """
 
 from __future__ import annotations

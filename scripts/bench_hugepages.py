@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import click
+from bench_padding import median_ratio, worker  # this folder is on sys.path
 
 from bilm.machine import cpu_model
 
@@ -56,8 +57,6 @@ def thp_mode() -> str:
 @click.option("--worker", "worker_args", hidden=True, default=None)
 def main(kinds, seconds, rounds, corpus, worker_args):
     if worker_args:
-        from bench_padding import worker  # this folder is on sys.path: the same training window
-
         figures = product_ms() if worker_args == "product" else worker(worker_args, True, seconds, corpus, "small")
         click.echo(json.dumps(figures))
         return
@@ -85,8 +84,7 @@ def main(kinds, seconds, rounds, corpus, worker_args):
             runs = results[(kind, pages)]
             ratio = ""
             if pages == "2 MB":
-                pairs = zip(runs, results[(kind, "4 kB")], strict=True)
-                ratio = f"{statistics.median(a['whole'] / b['whole'] for a, b in pairs):.2f}x"
+                ratio = f"{median_ratio(runs, results[(kind, '4 kB')]):.2f}x"
             click.echo(f"{kind:<6}{pages:<8}{statistics.median(f['whole'] for f in runs):>10,.0f}{ratio:>14}")
 
 

@@ -45,6 +45,11 @@ def worker(kind: str, padded: bool, seconds: float, corpus: str, preset_name: st
     return dict(first=first, second=second, whole=2 / (1 / first + 1 / second))
 
 
+def median_ratio(a: list[dict], b: list[dict]) -> float:
+    """The median over rounds of a's tokens/s over b's: each round's two ran in turn, on the same host load."""
+    return statistics.median(x["whole"] / y["whole"] for x, y in zip(a, b, strict=True))
+
+
 def kernel_builds(calls: int = 40) -> dict:
     """ms per product: each call a new row count, then the same counts again (kernels built)."""
     import time
@@ -105,8 +110,7 @@ def main(kinds, seconds, rounds, corpus, preset_name, worker_args):
             late = statistics.median(f["second"] for f in runs)
             ratio = ""
             if mode == "padded":
-                pairs = zip(runs, results[(kind, "unpadded")], strict=True)
-                ratio = f"{statistics.median(a['whole'] / b['whole'] for a, b in pairs):.2f}x"
+                ratio = f"{median_ratio(runs, results[(kind, 'unpadded')]):.2f}x"
             click.echo(f"{kind:<6}{mode:<10}{whole:>10,.0f}{late:>10,.0f}{ratio:>20}")
 
 

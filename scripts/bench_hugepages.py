@@ -1,11 +1,11 @@
-"""Training tokens/s with PyTorch's large CPU tensors on 2 MB pages (THP_MEM_ALLOC_ENABLE=1, bilm's default) or 4 kB.
+"""Training tokens/s with PyTorch's large CPU tensors on 2 MB pages (THP_MEM_ALLOC_ENABLE=1) or 4 kB.
 
     .venv/bin/python scripts/bench_hugepages.py                  # uni and bi, 3 rounds of 40 s each
     .venv/bin/python scripts/bench_hugepages.py --kinds bi --seconds 30 --rounds 2
 
 Every tensor of 2 MB or more that PyTorch allocates on the CPU is a fresh mapping from the kernel,
 faulted in page by page as it is first written: a bi step's cluster logits alone are tens of MB. With
-THP_MEM_ALLOC_ENABLE=1 (bilm/__init__.py sets it) PyTorch advises the kernel to back such tensors with
+THP_MEM_ALLOC_ENABLE=1 (an environment variable of PyTorch's) PyTorch advises the kernel to back such tensors with
 transparent huge pages (`madvise`), so one fault maps 512 times as much. What a fault costs depends on
 the machine, and in a virtual machine on how busy its host is, so the two settings take turns, each in a
 fresh process (the variable is read once per process), training from its first step, one thread, the

@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -90,28 +87,3 @@ def test_cli_passes_schedule_and_precision(corpus, data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert (config["train"]["schedule"], config["train"]["precision"]) == ("cosine", "bf16")
-
-
-HUGE_PAGE_ADVICE = """
-import bilm, torch
-t = torch.empty(4 << 20, dtype=torch.uint8)
-inside = False
-for line in open("/proc/self/smaps"):
-    head = line.split()[0]
-    if "-" in head and ":" not in head:
-        lo, hi = (int(x, 16) for x in head.split("-"))
-        inside = lo <= t.data_ptr() < hi
-    elif inside and line.startswith("VmFlags"):
-        print("hg" in line.split()[1:])
-"""
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
-@pytest.mark.parametrize("setting, huge", [(None, True), ("0", False)])
-def test_large_cpu_tensors_are_advised_huge_pages_unless_the_user_says_otherwise(setting, huge):
-    """The kernel marks a mapping advised MADV_HUGEPAGE with `hg`; bilm turns PyTorch's THP_MEM_ALLOC_ENABLE on."""
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if setting is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = setting
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_ADVICE], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(huge)

@@ -24,6 +24,7 @@ import sys
 import click
 from bench_padding import median_ratio, worker  # this folder is on sys.path
 
+from bilm.bench import alternate
 from bilm.machine import cpu_model
 
 
@@ -71,21 +72,17 @@ def main(kinds, seconds, rounds, corpus, worker_args):
     settings = ("2 MB", "4 kB")
     for pages in settings + settings:
         click.echo(f"(512, 12) x (12, 23281), fresh output each call, {pages} pages: {run('product', pages):.1f} ms")
-    results: dict[tuple[str, str], list[dict]] = {}
-    for r in range(rounds):
-        for kind in kinds.split(","):
-            for pages in settings:
-                figures = run(kind, pages)
-                results.setdefault((kind, pages), []).append(figures)
-                click.echo(f"round {r + 1}/{rounds}: {kind} {pages} pages {figures['whole']:,.0f} tokens/s")
+    runs = {
+        f"{kind} {pages}": (lambda k=kind, p=pages: run(k, p)["whole"])
+        for kind in kinds.split(",")
+        for pages in settings
+    }
+    tok_s = alternate(runs, rounds, log=click.echo)
     click.echo(f"\n{'model':<6}{'pages':<8}{'tokens/s':>10}{'2 MB / 4 kB':>14}")
     for kind in kinds.split(","):
         for pages in settings:
-            runs = results[(kind, pages)]
-            ratio = ""
-            if pages == "2 MB":
-                ratio = f"{median_ratio(runs, results[(kind, '4 kB')]):.2f}x"
-            click.echo(f"{kind:<6}{pages:<8}{statistics.median(f['whole'] for f in runs):>10,.0f}{ratio:>14}")
+            ratio = f"{median_ratio(tok_s[f'{kind} 2 MB'], tok_s[f'{kind} 4 kB']):.2f}x" if pages == "2 MB" else ""
+            click.echo(f"{kind:<6}{pages:<8}{statistics.median(tok_s[f'{kind} {pages}']):>10,.0f}{ratio:>14}")
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ def worker(kind: str, padded: bool, seconds: float, corpus: str, preset_name: st
     return dict(first=first, second=second, whole=2 / (1 / first + 1 / second))
 
 
-def median_ratio(a: list[dict], b: list[dict]) -> float:
+def median_ratio(a: list[float], b: list[float]) -> float:
     """The median over rounds of a's tokens/s over b's: each round's two ran in turn, on the same host load."""
-    return statistics.median(x["whole"] / y["whole"] for x, y in zip(a, b, strict=True))
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def kernel_builds(calls: int = 40) -> dict:
@@ -110,7 +110,8 @@ def main(kinds, seconds, rounds, corpus, preset_name, worker_args):
             late = statistics.median(f["second"] for f in runs)
             ratio = ""
             if mode == "padded":
-                ratio = f"{median_ratio(runs, results[(kind, 'unpadded')]):.2f}x"
+                wholes = ([f["whole"] for f in results[(kind, m)]] for m in ("padded", "unpadded"))
+                ratio = f"{median_ratio(*wholes):.2f}x"
             click.echo(f"{kind:<6}{mode:<10}{whole:>10,.0f}{late:>10,.0f}{ratio:>20}")
 
 

@@ -188,7 +188,13 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
 @click.option("--max-steps", type=positive, default=None)
 @click.option("--max-minutes", type=rate, default=None, help="Wall-clock budget, validation included.")
 @click.option("--patience", type=count, default=3, show_default=True, help="Early stop after N worse validations.")
-@click.option("--eval-every", type=count, default=0, show_default=True, help="Also validate every N steps.")
+@click.option(
+    "--eval-every",
+    type=count,
+    default=0,
+    show_default=True,
+    help="Also validate N steps after the last validation (an epoch's end included).",
+)
 @click.option("--log-every", type=positive, default=100, show_default=True, help="Steps per metrics.jsonl record.")
 @click.option(
     "--save-every-minutes",

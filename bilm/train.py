@@ -82,7 +82,7 @@ class TrainConfig:
     average: float = 0.0  # validate and keep the mean of the weights over this last share of the budget; 0 = off
     precision: str = "auto"  # auto | fp32 | bf16: autocast for the training step (validation stays fp32)
     early_stop: int = 3  # stop after this many validations without improvement; 0 = never
-    eval_every: int = 0  # also validate every N steps; 0 = once per epoch
+    eval_every: int = 0  # also validate N steps after the last validation (an epoch's end included); 0 = per epoch
     log_every: int = 100
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
@@ -326,7 +326,7 @@ class Trainer:
                         figures["loss"] = self.group.mean(figures["loss"])  # each rank's share: the batch's loss
                     self.record(dict(type="train", **figures, **monitored, lr=self.lr))
                     window = _Window()
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                if cfg.eval_every and self.step - self.last_eval.get("step", 0) >= cfg.eval_every:
                     stopped = self.validate(schedule=True)
                     if stopped:
                         break
@@ -337,7 +337,7 @@ class Trainer:
                 self.batch_index = 0
                 self.state = None
                 bar.close()
-                if self.last_eval.get("step") == self.step:  # --eval-every divides the epoch: validated already
+                if self.last_eval.get("step") == self.step:  # --eval-every fell on the epoch's end: validated already
                     self.save("last")
                 else:
                     stopped = self.validate(schedule=True)

@@ -84,7 +84,7 @@ def test_averaging_leaves_the_training_itself_unchanged(kind, corpus, data_dir, 
     assert curves[0] == pytest.approx(curves[1], rel=1e-6)
     averaged = [r for r in _valid(runs[0.5]) if "averaged_steps" in r]
     steps = {r["step"] for r in averaged}
-    assert {20, 25, 30} <= steps and min(steps) >= 16  # averaging begins with step 16: progress 15 / 30
+    assert len(steps) >= 3 and max(steps) == 30 and min(steps) >= 16  # averaging begins with step 16: 15 / 30
     plain = {r["step"]: r["loss"] for r in _valid(runs[0.0])}
     assert all(r["loss"] != plain[r["step"]] for r in averaged)
 

@@ -300,6 +300,19 @@ def test_a_validation_at_an_epochs_last_step_runs_once(corpus, data_dir, tmp_pat
     assert valid == [per_epoch, 2 * per_epoch]
 
 
+def test_eval_every_counts_from_the_last_validation_so_an_epochs_end_resets_it(corpus, data_dir, tmp_path):
+    """Two validations a few steps apart (the epoch's end, then a multiple of N) would compare noise and cut
+    the learning rate for it: the mid-epoch ones start again from each epoch's end."""
+    data = prepare(DataConfig(str(corpus)), data_dir=data_dir)
+    per_epoch = len(StreamBatches(data.stream("train"), 16, 12))
+    every = per_epoch * 2 // 3
+    out = tmp_path / "run"
+    cfg = tiny_train(max_steps=2 * per_epoch, eval_every=every, log_every=0)
+    train(DataConfig(str(corpus)), tiny_model("uni"), cfg, out, data_dir=data_dir, **quiet)
+    valid = [r["step"] for r in strict_records(out) if r["type"] == "valid"]
+    assert valid == [every, per_epoch, per_epoch + every, 2 * per_epoch]
+
+
 def test_resume_refuses_options_that_conflict_with_the_saved_run(trained, data_dir):
     with pytest.raises(BilmError, match=r"hidden_size=64 \(the run has 32\)"):
         train(out=trained["uni"], data_dir=data_dir, resume=True, given={"model.hidden_size": 64}, **quiet)

@@ -13,6 +13,11 @@ One rule for `bilm fill --choices`, the REPL's `:choices` and `bilm mscc`:
                      bi its pseudo-log-likelihood, the sum over every word of
                      log p(word | all the others) (Salazar et al. 2020; mscc), so a choice
                      also counts by how well the words around it are predicted with it there
+    rescore  a shortlist of the model's own candidates (`rescore`): uni by whole; bi by
+             span + BI_SENTENCE_WEIGHT x (whole - span), the blank's own score with a
+             share of the other words' votes. On a model's own top 5, the other words
+             alone (whole) rank worse than the blank alone (span): they are many, and
+             most say little about the blank
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .models import BiLM, LanguageModel
 # Tokens (rows x padded length) in one forward pass, so memory stays bounded: the adaptive softmax's
 # tail cluster holds up to ~70 KB per token of rare words (scripts/bench_long_input.py).
 MAX_BATCH_TOKENS = 4096
+# bi-rescore: the weight of the other words' pseudo-log-likelihood against the blank's own log p,
+# chosen on WikiText-2 valid (docs/quality.md, "Tenth CPU session").
+BI_SENTENCE_WEIGHT = 0.2
 
 
 def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
@@ -74,3 +82,8 @@ def score_filled(
         span[rows] = (logp * ((cols >= a) & (cols < b))).sum(1).numpy()
         whole[rows] = logp.sum(1).numpy()
     return span, whole
+
+
+def rescore(model: LanguageModel, span: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """The score that ranks a shortlist by the whole filled sentence, from `score_filled`'s (span, whole)."""
+    return span + BI_SENTENCE_WEIGHT * (whole - span) if isinstance(model, BiLM) else whole

@@ -241,9 +241,18 @@ def _with(options):
     help="Evaluate on this text file instead (UTF-8, paragraphs split into sentences as the corpus readers do).",
 )
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Report folder.")
-@click.option("--rescore-sample", type=count, default=1000, show_default=True, help="uni-rescore blanks (0: skip).")
+@click.option(
+    "--rescore-sample",
+    type=count,
+    default=1000,
+    show_default=True,
+    help="Blanks that uni-rescore and bi-rescore rank (0: skip both).",
+)
 @click.option(
     "--shortlist", type=click.IntRange(1), default=None, help="uni-rescore candidates [default: as bilm fill]."
+)
+@click.option(
+    "--bi-shortlist", type=click.IntRange(1), default=None, help="bi-rescore candidates [default: as bilm fill]."
 )
 @click.option(
     "--max-sentences",
@@ -291,6 +300,7 @@ def evaluate(
     out,
     rescore_sample,
     shortlist,
+    bi_shortlist,
     max_sentences,
     bootstrap,
     batch_size,
@@ -302,7 +312,7 @@ def evaluate(
     corpus_dir,
     data_dir,
 ):
-    """Perplexity and fill-in-the-blank accuracy (bi, uni-left, uni-rescore) -> report.md/html/json."""
+    """Perplexity and fill-in-the-blank accuracy (bi, bi-rescore, uni-left, uni-rescore) -> report.md/html/json."""
     from .evaluate import FillConfig
 
     cfg = FillConfig(
@@ -315,6 +325,8 @@ def evaluate(
     )
     if shortlist is not None:
         cfg.shortlist = shortlist
+    if bi_shortlist is not None:
+        cfg.bi_shortlist = bi_shortlist
     run_evaluate(
         uni,
         bi,

@@ -22,6 +22,10 @@ each method ranks the whole vocabulary (special tokens excluded) for it:
                  log-probability of the whole filled sentence: K passes per blank, so
                  it is run on a seeded random sample of positions; a target outside
                  the shortlist counts as a miss (rank infinity)
+    bi-rescore   the bi top K (`bi_shortlist`), each scored by log p(w_t | rest) plus a
+                 share of the filled sentence's other words' pseudo-log-likelihood
+                 (choices.rescore): the words around the blank vote too. On the same
+                 sample as uni-rescore, so the two compare blank for blank
 
 rank = 1 + the number of words with a strictly higher score than the target;
 top-k accuracy = share of blanks with rank <= k; MRR = mean of 1/rank. `<unk>`
@@ -44,10 +48,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .choices import rescore, score_filled
 from .data import SentenceBatches, StreamBatches, pad_sentences
 from .distributed import ONE, Group
 from .models import AdaptiveSoftmax, BiLM, LanguageModel
-from .predict import SHORTLIST
+from .predict import BI_SHORTLIST, SHORTLIST
 from .tokenizer import Tokenizer
 
 TOPK = (1, 5, 10)
@@ -56,6 +61,7 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, math.inf))
 POSITIONS = ("start", "middle", "end")
 MIN_DOCUMENTS = 20  # fewer documents in the split: resample sentences (and say so)
 MIN_CI_BLANKS = 30  # smaller groups: no interval, the figure with its n
+RESCORED = ("uni-rescore", "bi-rescore")  # the methods run on a sample of the blanks
 CHUNK = 256  # blanks ranked at once: (CHUNK, V) floats, small enough to stay in cache
 WORD_CLASSES = ("content", "function", "punctuation")
 # Closed-class English words (articles, pronouns, auxiliaries, prepositions, conjunctions).
@@ -144,8 +150,9 @@ def lm_quality(model: LanguageModel, ids: np.ndarray, spans: np.ndarray, device,
 
 @dataclass
 class FillConfig:
-    rescore_sample: int = 1000  # uni-rescore blanks (0: skip uni-rescore)
+    rescore_sample: int = 1000  # uni-rescore and bi-rescore blanks (0: skip both)
     shortlist: int = SHORTLIST  # uni-rescore candidates per blank (as `bilm fill`)
+    bi_shortlist: int = BI_SHORTLIST  # bi-rescore candidates per blank (as `bilm fill`)
     batch_size: int = 256  # sentences per pass
     bootstrap: int = 1000  # resamples for the confidence intervals
     seed: int = 1234
@@ -161,8 +168,8 @@ class FillConfig:
 class FillResult:
     """One entry per evaluated blank (N,): where it is, its target, each method's rank and log p.
 
-    `ranks[m]` is float: nan where method m was not run on the blank (uni-rescore outside
-    its sample), inf where the target was not in its shortlist.
+    `ranks[m]` is float: nan where method m was not run on the blank (the rescoring methods
+    outside their sample), inf where the target was not in its shortlist.
     """
 
     sentence: np.ndarray
@@ -327,56 +334,61 @@ def rank_all(
     result.passes[label] = len(sentences)
 
 
+def rescore_sample(result: FillResult, cfg: FillConfig) -> np.ndarray:
+    """The seeded sample of blanks that both rescoring methods rank, shortest sentences first."""
+    n = min(cfg.rescore_sample, len(result.target))
+    sample = np.random.default_rng(cfg.seed).choice(len(result.target), size=n, replace=False)
+    return sample[np.argsort(result.length[sample], kind="stable")]
+
+
 @torch.inference_mode()
 def rank_rescored(
-    uni: LanguageModel,
+    model: LanguageModel,
     sentences: list,
     result: FillResult,
     device,
     cfg: FillConfig,
     windows: tuple[list, np.ndarray] | None = None,
 ):
-    """uni-rescore on a seeded sample of blanks: the uni-left top K, each scored by log p(sentence).
+    """uni-rescore or bi-rescore on `rescore_sample`: the model's own top K at the blank, each
+    put into the blank and the filled sentence scored whole (`choices.rescore`).
 
-    The K filled sentences of several blanks share one padded batch; the score of a
-    sentence is the sum of log p(w_i | w_<i) over its words and the final `<eos>`. With
-    `windows`, each filled window is scored whole: the words after the blank, in its
-    sentence and in the context after it, vote (the context before it adds the same to all).
+    The K filled sentences of several blanks share one padded batch. With `windows`, each
+    filled window is scored whole: the words after the blank (uni; bi: on both sides), in
+    its sentence and in the context around it, vote.
     """
-    uni.eval()
+    model.eval()
+    label = "bi-rescore" if isinstance(model, BiLM) else "uni-rescore"
     started = time.perf_counter()
     ranks = np.full(len(result.target), np.nan)
-    n = min(cfg.rescore_sample, len(result.target))
-    rng = np.random.default_rng(cfg.seed)
-    sample = rng.choice(len(result.target), size=n, replace=False) if n else np.zeros(0, np.int64)
-    sample = sample[np.argsort(result.length[sample], kind="stable")]
-    excluded = special_ids(uni).to(device)
-    c = uni.cfg
-    k = min(cfg.shortlist, c.vocab_size - len(excluded))
+    sample = rescore_sample(result, cfg)
+    excluded = special_ids(model).to(device)
+    k = min(cfg.bi_shortlist if isinstance(model, BiLM) else cfg.shortlist, model.cfg.vocab_size - len(excluded))
     per_batch = max(1, 512 // k)
     texts, starts = windows or (sentences, np.zeros(len(sentences), np.int64))
-    with tqdm(total=n, desc="uni-rescore", unit="blank", disable=None, leave=False) as bar:
-        for i in range(0, n, per_batch):
+    with tqdm(total=len(sample), desc=label, unit="blank", disable=None, leave=False) as bar:
+        for i in range(0, len(sample), per_batch):
             rows = sample[i : i + per_batch]
             sents = [texts[result.sentence[r]] for r in rows]
             at = starts[result.sentence[rows]] + result.index[rows]
-            h = sentence_features(uni, sents, device)
-            logp = uni.log_prob(h[torch.arange(len(rows), device=device), torch.from_numpy(at).to(device)])
-            shortlist = logp.index_fill(1, excluded, -torch.inf).topk(k).indices
-            filled = []
-            for s, t, cands in zip(sents, at, shortlist.tolist(), strict=True):
-                filled += [[*s[:t], w, *s[t + 1 :]] for w in cands]
-            batch = pad_sentences(filled, c.eos_id, c.eos_id, c.pad_id).to(device)
-            scores = uni.sequence_log_probs(batch.inputs, batch.lengths).sum(1).view(len(rows), -1)
-            targets = torch.from_numpy(result.target[rows]).to(device)
+            h = sentence_features(model, sents, device)
+            logp = model.log_prob(h[torch.arange(len(rows), device=device), torch.from_numpy(at).to(device)])
+            shortlist = logp.index_fill(1, excluded, -torch.inf).topk(k).indices.cpu()
+            items = [
+                ([*s[:t], w, *s[t + 1 :]], t, t + 1)
+                for s, t, cands in zip(sents, at.tolist(), shortlist.tolist(), strict=True)
+                for w in cands
+            ]
+            scores = torch.from_numpy(rescore(model, *score_filled(model, items, device))).view(len(rows), -1)
+            targets = torch.from_numpy(result.target[rows])
             hit = shortlist == targets[:, None]
             target_score = torch.where(hit, scores, -torch.inf).max(1).values
             rank = (scores > target_score[:, None]).sum(1).double() + 1
-            ranks[rows] = torch.where(hit.any(1), rank, torch.inf).cpu().numpy()
+            ranks[rows] = torch.where(hit.any(1), rank, torch.inf).numpy()
             bar.update(len(rows))
-    result.ranks["uni-rescore"] = ranks
-    result.seconds["uni-rescore"] = time.perf_counter() - started
-    result.passes["uni-rescore"] = n * k
+    result.ranks[label] = ranks
+    result.seconds[label] = time.perf_counter() - started
+    result.passes[label] = len(sample) * k
 
 
 def fill_in(
@@ -403,8 +415,9 @@ def fill_in(
         rank_all(bi, sentences, result, device, cfg.batch_size, "bi", windows, "bi" in keep_features)
     if uni is not None:
         rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left", windows, "uni-left" in keep_features)
-        if cfg.rescore_sample:
-            rank_rescored(uni, sentences, result, device, cfg, windows)
+    for m in (uni, bi) if cfg.rescore_sample else ():
+        if m is not None:
+            rank_rescored(m, sentences, result, device, cfg, windows)
     return result
 
 
@@ -529,8 +542,8 @@ def summarize(
 ) -> dict:
     """JSON-able figures: per method, per grouping, per group, every metric with its interval.
 
-    `sample` repeats the comparison on the uni-rescore sample only, so all three methods
-    are compared on the same blanks. `documents`: the document of each sentence (PreparedData.
+    `sample` repeats the comparison on the rescoring methods' sample only, so every method
+    is compared on the same blanks. `documents`: the document of each sentence (PreparedData.
     documents), so that the intervals resample documents (see `resampling_units`).
     """
     resampled = resampling_units(result, documents, document_unit, cfg.min_documents)
@@ -558,12 +571,13 @@ def summarize(
         }
         for m, s in result.seconds.items()
     }
-    if "uni-rescore" in result.ranks:
-        sample = ~np.isnan(result.ranks["uni-rescore"])
+    rescored = [m for m in RESCORED if m in result.ranks]
+    if rescored:
+        sample = ~np.isnan(result.ranks[rescored[0]])
         out["sample"] = {
-            m: cell(r[sample], None, units[sample], boot) for m, r in result.ranks.items() if m != "uni-rescore"
+            m: cell(r[sample], None, units[sample], boot) for m, r in result.ranks.items() if m not in rescored
         }
-        out["sample"]["uni-rescore"] = out["methods"]["uni-rescore"]["all"]["all"]
+        out["sample"].update({m: out["methods"][m]["all"]["all"] for m in rescored})
     out["differences"] = differences(result, boot, units)
     out["resampled"] = dict(resampled, resamples=cfg.bootstrap)
     return out
@@ -575,6 +589,7 @@ def differences(result: FillResult, boot: Bootstrap, units: np.ndarray | None = 
     `units`: the resampled unit of each blank (default: its sentence)."""
     units = result.sentence if units is None else units
     pairs = [("bi", "uni-left"), ("uni-rescore", "uni-left"), ("bi", "uni-rescore")]
+    pairs += [("bi-rescore", "bi"), ("bi-rescore", "uni-rescore")]
     pairs += [("bi+cache", "uni-left+cache"), ("bi+cache", "uni-rescore"), ("bi+cache", "bi")]
     out = []
     for a, b in pairs:

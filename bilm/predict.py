@@ -1,8 +1,12 @@
 """Predictions from a checkpoint: next word, fill in a blank, rank given choices.
 
-Three ways to fill `the boys went to the ___ and got out of the pool .`:
+Four ways to fill `the boys went to the ___ and got out of the pool .`:
 
     bi           p(w | left, right) from the bidirectional model, one forward pass
+    bi-rescore   the bi top candidates (or the --choices), each put into the blank and
+                 scored by log p(w | left, right) plus a share of how well the other
+                 words are predicted with it there (choices.rescore), renormalised over
+                 that shortlist: one pass per candidate
     uni-left     p(w | left) from the unidirectional model: ignores the right context
     uni-rescore  the uni-left top candidates (plus any --choices), each scored by the
                  uni model's log-probability of the *whole* sentence, renormalised
@@ -17,7 +21,7 @@ Memory stays bounded whatever the length of the text: a model sees at most MAX_C
 words on each side of the blank (before the next word), nearer words kept, and the answer's
 note says when a text was cut (an LSTM uses a few hundred words of context at most); a
 forward pass holds at most choices.MAX_BATCH_TOKENS tokens (rows x length), so batches of long
-texts and the uni-rescore shortlist are split into passes (scripts/bench_long_input.py).
+texts and the rescoring shortlists are split into passes (scripts/bench_long_input.py).
 
 The CLI and the REPL are thin layers over `Predictor`.
 """
@@ -33,13 +37,14 @@ import torch
 
 from . import textnorm
 from .checkpoint import Checkpoint, load_checkpoint
-from .choices import score_filled, token_batches
+from .choices import rescore, score_filled, token_batches
 from .data import pad_sentences
 from .errors import BilmError
 from .machine import resolve_device
 
 BLANK_RE = re.compile(r"_{3,}|\[MASK\]|<mask>", re.IGNORECASE)
 SHORTLIST = 50  # uni-rescore: how many uni-left candidates are rescored
+BI_SHORTLIST = 5  # bi-rescore: how many bi candidates are rescored (top 3 did as well as top 10)
 MAX_CONTEXT = 512  # words a model sees on each side of the blank (or before the next word)
 CUT_NOTE = f"context cut to the nearest {MAX_CONTEXT} words on each side"
 
@@ -118,7 +123,7 @@ class Predictor:
         return self.predict_many([text], k, choices)[0]
 
     def fill(self, text: str, k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
-        """Candidates for the blank: [bi] for a bi model, [uni-left, uni-rescore] for a uni model."""
+        """Candidates for the blank: [bi, bi-rescore] for a bi model, [uni-left, uni-rescore] for a uni model."""
         return self.fill_many([text], k, choices)[0]
 
     def predict_many(self, texts: list[str], k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
@@ -152,9 +157,14 @@ class Predictor:
         """
         qs = [self.query(t) for t in texts]
         if self.kind == "bi":
-            logps = self._blank_log_probs(qs)
+            shortlist = "the choices" if choices else f"top {BI_SHORTLIST} candidates"
+            note = shortlist + " rescored with the other words' votes"
             out = [
-                [Prediction("bi", self._rank(lp, k, choices, q), q.unknown)] for lp, q in zip(logps, qs, strict=True)
+                [
+                    Prediction("bi", self._rank(lp, k, choices, q), q.unknown),
+                    Prediction("bi-rescore", self._rescore(q, lp, k, choices), q.unknown, note),
+                ]
+                for lp, q in zip(self._blank_log_probs(qs), qs, strict=True)
             ]
         else:
             shortlist = "the choices" if choices else f"top {SHORTLIST} left-context candidates"
@@ -244,19 +254,21 @@ class Predictor:
         batch = pad_sentences(sentences, tok.eos_id, tok.eos_id, tok.pad_id).to(self.device)
         return self.model.sequence_log_probs(batch.inputs, batch.lengths).sum(1).cpu()
 
-    def _rescore(self, q: Query, left: torch.Tensor, k: int, choices: list[str] | None) -> list[Candidate]:
+    def _rescore(self, q: Query, logp: torch.Tensor, k: int, choices: list[str] | None) -> list[Candidate]:
+        """The choices, or the model's own top candidates for the blank (`logp`), ranked by `choices.rescore`."""
         if choices:
             known, unknown = self._choice_ids(choices)
         else:
-            masked = left.index_fill(0, self.specials, -torch.inf)
-            top = masked.topk(min(SHORTLIST, len(masked) - len(self.specials))).indices.tolist()
+            masked = logp.index_fill(0, self.specials, -torch.inf)
+            size = BI_SHORTLIST if self.kind == "bi" else SHORTLIST
+            top = masked.topk(min(size, len(masked) - len(self.specials))).indices.tolist()
             words = self.tokenizer.decode(top)
             known, unknown = [(textnorm.display(w), [i]) for w, i in zip(words, top, strict=True)], []
         if not known:
             return unknown
         items = [(q.left + ids + q.right, len(q.left), len(q.left) + len(ids)) for _, ids in known]
-        _, whole = score_filled(self.model, items, self.device)
-        probs = torch.softmax(torch.from_numpy(whole), 0).tolist()
+        span, whole = score_filled(self.model, items, self.device)
+        probs = torch.softmax(torch.from_numpy(rescore(self.model, span, whole)), 0).tolist()
         ranked = sorted(zip(known, probs, strict=True), key=lambda x: -x[1])
         return [Candidate(w, p, tokens=len(ids)) for (w, ids), p in ranked[: len(known) if choices else k]] + unknown
 

@@ -30,13 +30,15 @@ if TYPE_CHECKING:
     from .predict import Prediction, Predictor
 
 PROMPT = "bilm> "
-LABELS = {"bi": "bi", "uni-left": "uni", "uni-rescore": "uni+", "next": "uni"}
+LABELS = {"bi": "bi", "bi-rescore": "bi+", "uni-left": "uni", "uni-rescore": "uni+", "next": "uni"}
 HISTORY_LENGTH = 1000
 MAX_K = 1000
 
 HELP = """\
 Type a sentence with one blank (___, _____, [MASK] or <mask>) to see the candidates for it:
   bi    the bidirectional model, p(w | left, right)
+  bi+   the bi model's top 5 (or your :choices), each also scored by how well the other
+        words are predicted with it in the blank
   uni   the unidirectional model, p(w | left): it cannot see the right context
   uni+  the uni model's top 50 (or your :choices), each scored on the whole sentence
 A line without a blank shows the next word after it.

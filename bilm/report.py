@@ -35,9 +35,16 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backen
 
 from . import __version__
 from .checkpoint import Checkpoint
+from .choices import BI_SENTENCE_WEIGHT
 from .evaluate import METRICS, MIN_CI_BLANKS
 
-METHOD_STYLE = {"bi": ("C0", "o"), "uni-left": ("C1", "s"), "uni-rescore": ("C2", "^"), "uni": ("C1", "s")}
+METHOD_STYLE = {
+    "bi": ("C0", "o"),
+    "uni-left": ("C1", "s"),
+    "uni-rescore": ("C2", "^"),
+    "bi-rescore": ("C3", "v"),
+    "uni": ("C1", "s"),
+}
 METHOD_STYLE.update({f"{m}+cache": (color, "D") for m, (color, _) in METHOD_STYLE.items()})  # dashed lines
 
 
@@ -481,6 +488,22 @@ def _resampled(summary: dict, cfg: dict) -> str:
     return text + (f": {r['note']}" if r.get("note") else "")
 
 
+def _rescored_note(methods: dict, cfg: dict) -> str:
+    """What the rescoring methods in `methods` did, if any ran."""
+    what = {
+        "uni-rescore": f"uni-rescore ranks the uni-left top {cfg['shortlist']} by whole-sentence log-probability",
+        "bi-rescore": f"bi-rescore ranks the bi top {cfg['bi_shortlist']} by log p(word | rest) + "
+        f"{BI_SENTENCE_WEIGHT:g} × the other words' pseudo-log-likelihood with the word in the blank",
+    }
+    ran = [text for m, text in what.items() if m in methods]
+    if not ran:
+        return ""
+    return (
+        f" {'; '.join(ran)}; on {'one' if len(ran) > 1 else 'a'} random sample of {cfg['rescore_sample']:,} blanks "
+        f"(seed {cfg['seed']}); a target outside the shortlist is a miss."
+    )
+
+
 def fill_section(summary: dict, cfg: dict) -> Section:
     methods = summary["methods"]
     overall = [
@@ -497,9 +520,7 @@ def fill_section(summary: dict, cfg: dict) -> Section:
         f"sentences; {summary['excluded_unk']:,} `<unk>` targets excluded. Rank = 1 + the number of words "
         "scored strictly higher (special tokens never compete); MRR = mean 1/rank. Brackets: 95 % bootstrap "
         f"intervals {_resampled(summary, cfg)}; a group of fewer than {MIN_CI_BLANKS} blanks has none, its n "
-        "instead. uni-rescore ranks the uni-left top "
-        f"{cfg['shortlist']} by whole-sentence log-probability, on a random sample of {cfg['rescore_sample']:,} "
-        "blanks (seed " + str(cfg["seed"]) + "); a target outside the shortlist is a miss.",
+        "instead." + _rescored_note(methods, cfg),
         table(
             ["method", "blanks", "top-1 %", "top-5 %", "top-10 %", "MRR %", "ppl of the blank (bi: pseudo)"], overall
         ),
@@ -507,7 +528,7 @@ def fill_section(summary: dict, cfg: dict) -> Section:
     if "sample" in summary:
         rows = [[m, f"{c['n']:,}", *(with_ci(c, k) for k in METRICS)] for m, c in summary["sample"].items()]
         parts += [
-            "**Same blanks for all three methods** (the uni-rescore sample):",
+            "**Same blanks for every method** (the rescoring sample):",
             table(["method", "blanks", "top-1 %", "top-5 %", "top-10 %", "MRR %"], rows),
         ]
     if summary["differences"]:

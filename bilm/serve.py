@@ -63,7 +63,7 @@ def model_info(name: str, p: Predictor) -> dict:
         "name": name,
         "kind": p.kind,
         "path": str(p.ckpt.path),
-        "methods": ["bi"] if p.kind == "bi" else ["uni-left", "uni-rescore"],
+        "methods": ["bi", "bi-rescore"] if p.kind == "bi" else ["uni-left", "uni-rescore"],
         "corpus": data.get("corpus"),
         "cell": cfg.cell,
         "layers": cfg.layers,

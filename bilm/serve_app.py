@@ -119,7 +119,7 @@ def create_app(models: list[Served], max_batch: int = DEFAULT_BATCH) -> FastAPI:
     async def fill(body: TextIn):
         """Candidates for the one blank: what `bilm fill CKPT TEXT --json` prints.
 
-        A bi model answers [bi]; a uni model [uni-left, uni-rescore]."""
+        A bi model answers [bi, bi-rescore]; a uni model [uni-left, uni-rescore]."""
         return await answer("fill", body)
 
     @app.post("/predict", response_model=list[Prediction], responses=ERRORS)

@@ -38,8 +38,10 @@ def main(uni, bi, k):
     click.echo("\n== fill in the blank ==")
     for text in BLANKS:
         left, rescored = uni.fill(text, k)
+        plain, voted = bi.fill(text, k)
         click.echo(text)
-        click.echo(f"  bi    {_row(bi.fill(text, k)[0], k)}")
+        click.echo(f"  bi    {_row(plain, k)}")
+        click.echo(f"  bi+   {_row(voted, k)}   (the other words voting too)")
         click.echo(f"  uni   {_row(left, k)}   (left context only)")
         click.echo(f"  uni+  {_row(rescored, k)}   (rescored with the right context)")
 

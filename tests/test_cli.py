@@ -67,8 +67,9 @@ def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].split()[0] == "owl"
     result = run("fill", tmp_path / "bi", "the ___ then then moos .", "--choices", "cat,cow,zebra", "--json")
-    [bi] = json.loads(result.output)
-    assert [c["word"] for c in bi["candidates"]] == ["cow", "cat", "zebra"]
+    bi, voted = json.loads(result.output)
+    assert (bi["method"], voted["method"]) == ("bi", "bi-rescore")
+    assert [c["word"] for c in bi["candidates"]] == [c["word"] for c in voted["candidates"]] == ["cow", "cat", "zebra"]
     zebra = {"word": "zebra", "prob": None, "known": False, "sequence": "the zebra then then moos .", "tokens": 1}
     assert bi["candidates"][2] == zebra
     assert bi["candidates"][0]["sequence"] == "the cow then then moos ."

@@ -99,13 +99,15 @@ def test_topk_and_mrr_by_hand():
     # Ranks under ranked_logits: w_j has rank j + 1. One <unk> target, excluded.
     sentences = [[5 + 0, 5 + 3, 5 + 7], [5 + 12, 1, 5 + 1]]  # ranks 1, 4, 8 | 13, (unk), 2
     uni, bi = constant_model("uni", ranked_logits()), constant_model("bi", ranked_logits())
-    cfg = FillConfig(rescore_sample=100, shortlist=5, bootstrap=50)
+    cfg = FillConfig(rescore_sample=100, shortlist=5, bi_shortlist=5, bootstrap=50)
     result = fill_in(sentences, "cpu", cfg, uni=uni, bi=bi)
     assert result.excluded_unk == 1
     for method in ("bi", "uni-left"):
         assert result.ranks[method].tolist() == [1, 4, 8, 13, 2]
-    # Rescoring a context-free model keeps the order; ranks 8 and 13 are outside the top-5 shortlist.
-    assert result.ranks["uni-rescore"].tolist() == [1, 4, math.inf, math.inf, 2]
+    # Rescoring a context-free model keeps the order (the other words score the same whatever fills
+    # the blank); ranks 8 and 13 are outside the top-5 shortlist.
+    for method in ("uni-rescore", "bi-rescore"):
+        assert result.ranks[method].tolist() == [1, 4, math.inf, math.inf, 2]
     tok = Tokenizer.train([WORDS])
     summary = summarize(result, tok, cfg)
     bi = summary["methods"]["bi"]["all"]["all"]
@@ -114,7 +116,8 @@ def test_topk_and_mrr_by_hand():
     rescore = summary["methods"]["uni-rescore"]["all"]["all"]
     assert (rescore["top5"], rescore["top10"]) == (3 / 5, 3 / 5)
     assert rescore["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 2) / 5)
-    assert summary["cost"]["uni-rescore"]["sentences_scored"] == 5 * 5
+    assert summary["cost"]["uni-rescore"]["sentences_scored"] == summary["cost"]["bi-rescore"]["sentences_scored"] == 25
+    assert set(summary["sample"]) == {"bi", "uni-left", "uni-rescore", "bi-rescore"}
     # Word classes and length buckets: all targets are content words in short sentences.
     assert summary["methods"]["bi"]["length"]["1-10"]["n"] == 5
     assert summary["methods"]["bi"]["word"]["content"]["n"] == 5
@@ -190,6 +193,9 @@ def test_bi_beats_uni_left_where_the_right_context_decides(pair_runs):
     # Rescoring with the whole sentence recovers some of the right context.
     assert start["uni-rescore"] > start["uni-left"] + 0.2
     assert fill["sample"]["uni-rescore"]["top1"] > fill["sample"]["uni-left"]["top1"]
+    # bi-rescore keeps what bi reads from the right; its shortlist is bi's own.
+    assert start["bi-rescore"] > start["uni-left"] + 0.5
+    assert {("bi-rescore", "bi"), ("bi-rescore", "uni-rescore")} <= {(d["a"], d["b"]) for d in fill["differences"]}
     lm = report["sections"]["lm"]["models"]
     assert lm["uni"]["tokens"] > 0 and 1 < lm["uni"]["ppl"] < 30 and lm["uni"]["unk_rate"] == 0
     assert report["meta"]["split"] == "test" and len(report["meta"]["checkpoints"]["bi"]["config_sha256"]) == 12

@@ -89,7 +89,8 @@ def test_a_multi_token_choice_is_scored_over_its_span_as_mscc_does(trained):
     from bilm.choices import score_filled
 
     p = Predictor.load(trained["bi"])
-    [pred] = p.fill("the ___ then then moos .", choices=["cow", "cow then", "zebra"])
+    pred, voted = p.fill("the ___ then then moos .", choices=["cow", "cow then", "zebra"])
+    assert {c.word for c in voted.candidates if c.prob} == {"cow", "cow then"}  # ranked by choices.rescore
     by_word = {c.word: c for c in pred.candidates}
     assert by_word["cow then"].known and by_word["cow then"].tokens == 2
     assert by_word["zebra"].prob is None

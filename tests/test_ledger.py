@@ -293,7 +293,7 @@ def test_bi_gain_compares_both_models_on_the_same_blanks_and_fills_the_worked_ex
     )
     assert sum(r["n"] for r in result["by_right"]) == sum(r["n"] for r in result["by_left"]) == result["blanks"]
     assert result["overall"]["n"] == result["blanks"] > 0
-    assert set(result["worked"]) == {"bi", "uni-left", "uni-rescore"}
+    assert set(result["worked"]) == {"bi", "bi-rescore", "uni-left", "uni-rescore"}
     assert all(len(c) == 5 for c in result["worked"].values())
     assert "- **bi**: " in L.worked_example(result) and "- **uni-left**: " in L.worked_example(result)
     verdict = L.judge_bi({"bi": result})

@@ -61,7 +61,7 @@ def api(url: str, endpoint: str, **body) -> dict:
 def test_typed_sentence_shows_each_models_candidates_exactly_as_the_api_answers(page, served):
     shown = shot.type_and_read(page, FILL)
     assert shown == {model: api(served, "/fill", text=FILL, k=5, model=model) for model in ("bi", "uni")}
-    assert list(shown["bi"]) == ["bi"] and list(shown["uni"]) == ["uni-left", "uni-rescore"]
+    assert list(shown["bi"]) == ["bi", "bi-rescore"] and list(shown["uni"]) == ["uni-left", "uni-rescore"]
     assert page.locator("#status").inner_text() == "Candidates for the blank."
 
 

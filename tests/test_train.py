@@ -15,18 +15,20 @@ from .conftest import ANIMALS, animal_sentence, tiny_model, tiny_train
 def test_bi_model_learns_a_blank_only_the_right_context_decides(trained):
     bi, uni = bilm.load(trained["bi"]), bilm.load(trained["uni"])
     rng = random.Random(42)
-    hits = {"bi": 0, "uni-left": 0, "uni-rescore": 0}
+    hits = {"bi": 0, "bi-rescore": 0, "uni-left": 0, "uni-rescore": 0}
     n = 40
     for _ in range(n):
         words = animal_sentence(rng).split()
         answer, words[1] = words[1], "___"
         text = " ".join(words)
-        hits["bi"] += bi.fill(text, k=1)[0].candidates[0].word == answer
+        plain, voted = bi.fill(text, k=1)
+        hits["bi"] += plain.candidates[0].word == answer
+        hits["bi-rescore"] += voted.candidates[0].word == answer
         left, rescored = uni.fill(text, k=1)
         hits["uni-left"] += left.candidates[0].word == answer
         hits["uni-rescore"] += rescored.candidates[0].word == answer
     acc = {m: h / n for m, h in hits.items()}
-    assert acc["bi"] >= 0.95, acc
+    assert acc["bi"] >= 0.95 and acc["bi-rescore"] >= 0.95, acc
     assert acc["uni-left"] <= 0.5, acc  # 1 in 4 by chance: the left context says nothing
     assert acc["bi"] - acc["uni-left"] >= 0.45, acc
     assert acc["uni-rescore"] >= 0.9, acc  # the whole-sentence score does see the sound

@@ -132,7 +132,7 @@ class Predictor:
             if BLANK_RE.search(text):
                 raise BilmError("the text has a blank (___): `bilm fill` fills it; predict gives the next word")
         if self.kind == "bi":
-            preds = [p[0] for p in self.fill_many([t.rstrip() + " ___" for t in texts], k, choices)]
+            preds = [p[0] for p in self.fill_many([t.rstrip() + " ___" for t in texts], k, choices, rescore=False)]
             for pred in preds:
                 cut = f"; {CUT_NOTE}" if CUT_NOTE in pred.note else ""
                 pred.note = "bi model: the next word is filled as a blank at the end of the sentence" + cut
@@ -149,33 +149,30 @@ class Predictor:
                 c.sequence = f"{text.rstrip()} {c.word}"
         return preds
 
-    def fill_many(self, texts: list[str], k: int = 10, choices: list[str] | None = None) -> list[list[Prediction]]:
-        """`fill` for several texts, one padded forward pass for all of them (uni-rescore: one per text).
+    def fill_many(
+        self, texts: list[str], k: int = 10, choices: list[str] | None = None, rescore: bool = True
+    ) -> list[list[Prediction]]:
+        """`fill` for several texts, one padded forward pass for all of them (the rescoring: one per text).
 
+        `rescore=False` leaves out the second ranking (bi-rescore, uni-rescore) and its passes.
         A text without its one blank raises the `BilmError` of `split_blank`: check each with
         `query` first where one bad text must not fail the others.
         """
         qs = [self.query(t) for t in texts]
         if self.kind == "bi":
-            shortlist = "the choices" if choices else f"top {BI_SHORTLIST} candidates"
-            note = shortlist + " rescored with the other words' votes"
-            out = [
-                [
-                    Prediction("bi", self._rank(lp, k, choices, q), q.unknown),
-                    Prediction("bi-rescore", self._rescore(q, lp, k, choices), q.unknown, note),
-                ]
-                for lp, q in zip(self._blank_log_probs(qs), qs, strict=True)
-            ]
+            logps = self._blank_log_probs(qs)
+            (first, first_note), second = ("bi", ""), "bi-rescore"
+            how = f"top {BI_SHORTLIST} candidates", "rescored with the other words' votes"
         else:
-            shortlist = "the choices" if choices else f"top {SHORTLIST} left-context candidates"
-            note = shortlist + " rescored with the whole sentence"
-            out = [
-                [
-                    Prediction("uni-left", self._rank(left, k, choices, q), q.unknown, "left context only"),
-                    Prediction("uni-rescore", self._rescore(q, left, k, choices), q.unknown, note),
-                ]
-                for q, left in zip(qs, self._next_log_probs([q.left for q in qs]), strict=True)
-            ]
+            logps = self._next_log_probs([q.left for q in qs])
+            (first, first_note), second = ("uni-left", "left context only"), "uni-rescore"
+            how = f"top {SHORTLIST} left-context candidates", "rescored with the whole sentence"
+        note = f"{'the choices' if choices else how[0]} {how[1]}"
+        out = [
+            [Prediction(first, self._rank(lp, k, choices, q), q.unknown, first_note)]
+            + ([Prediction(second, self._rescore(q, lp, k, choices), q.unknown, note)] if rescore else [])
+            for lp, q in zip(logps, qs, strict=True)
+        ]
         for q, preds in zip(qs, out, strict=True):
             for pred in preds if q.cut else []:
                 pred.note = f"{pred.note}; {CUT_NOTE}" if pred.note else CUT_NOTE

@@ -51,6 +51,10 @@ def test_batch_answers_equal_one_at_a_time(trained):
             for a, b in zip(preds, single, strict=True):
                 assert [c.word for c in a.candidates] == [c.word for c in b.candidates]
                 assert [c.prob for c in a.candidates] == pytest.approx([c.prob for c in b.candidates], rel=1e-4)
+        # Without the rescoring, only the first ranking comes back, and it is the same.
+        plain = p.fill_many(texts, 3, rescore=False)
+        assert [[pred.method for pred in preds] for preds in plain] == [[batch[0][0].method]] * len(texts)
+        assert [c.word for c in plain[0][0].candidates] == [c.word for c in batch[0][0].candidates]
 
 
 def test_predict_reads_lines_and_says_to_use_fill_for_a_blank(run, trained):

@@ -161,13 +161,13 @@ class Predictor:
         qs = [self.query(t) for t in texts]
         if self.kind == "bi":
             logps = self._blank_log_probs(qs)
-            (first, first_note), second = ("bi", ""), "bi-rescore"
-            how = f"top {BI_SHORTLIST} candidates", "rescored with the other words' votes"
+            first, first_note, second = "bi", "", "bi-rescore"
+            shortlist, how = f"top {BI_SHORTLIST} candidates", "rescored with the other words' votes"
         else:
             logps = self._next_log_probs([q.left for q in qs])
-            (first, first_note), second = ("uni-left", "left context only"), "uni-rescore"
-            how = f"top {SHORTLIST} left-context candidates", "rescored with the whole sentence"
-        note = f"{'the choices' if choices else how[0]} {how[1]}"
+            first, first_note, second = "uni-left", "left context only", "uni-rescore"
+            shortlist, how = f"top {SHORTLIST} left-context candidates", "rescored with the whole sentence"
+        note = f"{'the choices' if choices else shortlist} {how}"
         out = [
             [Prediction(first, self._rank(lp, k, choices, q), q.unknown, first_note)]
             + ([Prediction(second, self._rescore(q, lp, k, choices), q.unknown, note)] if rescore else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def describe(device: torch.device | None = None) -> str:
+    """The processor a figure came from: the GPU's name on CUDA, else the CPU's model and logical CPUs."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

@@ -22,6 +22,7 @@ bi:   the word at position t is predicted from two separate stacks that never se
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from itertools import pairwise
 
 import torch
@@ -494,16 +495,26 @@ class BiLM(LanguageModel):
 
 
 def run_rnn(rnn: nn.Module, x: torch.Tensor, state=None):
-    """`rnn(x, state)`; on CUDA under autocast, in float32.
+    """`rnn(x, state)`; in float32 where autocast would hand the recurrence to a kernel that cannot run it.
 
-    PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype (ATen's AutocastRNN
-    casts them to half), and float16 gradients would need a gradient scaler. Kept in float32, the
-    recurrence needs none, and the output layers still run in bf16.
+    - CUDA: PyTorch's autocast runs cuDNN RNNs in float16 whatever the autocast dtype (ATen's
+      AutocastRNN casts them to half), and float16 gradients would need a gradient scaler.
+    - CPU: autocast sends an LSTM to oneDNN's bf16 kernel, which exists only on CPUs with AVX-512
+      (native bf16 or emulated); on an AVX2-only CPU it fails to build ("could not create a primitive
+      descriptor for the LSTM"), so `--precision bf16` runs its recurrence in float32 there.
+
+    Either way the output layers, the larger share of the work, still run in bf16.
     """
-    if x.is_cuda and torch.is_autocast_enabled("cuda"):
-        with torch.autocast("cuda", enabled=False):
+    if torch.is_autocast_enabled(x.device.type) and (x.is_cuda or x.device.type == "cpu" and not cpu_bf16_rnn()):
+        with torch.autocast(x.device.type, enabled=False):
             return rnn(x.float(), state)
     return rnn(x, state)
+
+
+@cache
+def cpu_bf16_rnn() -> bool:
+    """Whether this CPU's oneDNN has bf16 recurrent kernels (PyTorch's own check: AVX-512 core)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import sys
@@ -37,6 +36,7 @@ from . import __version__
 from .checkpoint import Checkpoint
 from .choices import BI_SENTENCE_WEIGHT
 from .evaluate import METRICS, MIN_CI_BLANKS
+from .machine import describe
 
 METHOD_STYLE = {
     "bi": ("C0", "o"),
@@ -159,7 +159,22 @@ def checkpoint_info(ckpt: Checkpoint) -> dict:
         step=ckpt.metrics.get("step"),
         best_valid_ppl=ckpt.metrics.get("best_valid_ppl"),
         trained_with=cfg.get("command"),
+        trained_on=trained_on(ckpt.metrics),
     )
+
+
+def trained_on(metrics: dict) -> str:
+    """How long, in what precision and on which processor a checkpoint trained: a budget's figures
+    depend on all three. Checkpoints from before the machine was recorded give what they have."""
+    minutes = metrics.get("wall_seconds")
+    parts = [
+        f"{minutes / 60:.1f} min" if minutes is not None else None,
+        metrics.get("precision"),
+        metrics.get("machine"),
+        f"{metrics['threads']} thread(s)" if metrics.get("threads") else None,
+        f"{metrics['processes']} processes" if metrics.get("processes", 1) > 1 else None,
+    ]
+    return ", ".join(p for p in parts if p) or "not recorded"
 
 
 def run_meta(checkpoints: dict[str, Checkpoint], **extra) -> dict:
@@ -169,7 +184,7 @@ def run_meta(checkpoints: dict[str, Checkpoint], **extra) -> dict:
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         bilm=__version__,
         torch=torch.__version__,
-        machine=f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        machine=f"{describe()}, {torch.get_num_threads()} torch threads",
         checkpoints={role: checkpoint_info(c) for role, c in checkpoints.items()},
         **extra,
     )
@@ -187,10 +202,11 @@ def meta_markdown(meta: dict) -> str:
             c["step"],
             f"`{c['config_sha256']}`",
             f"`{c['weights_sha256']}`",
+            c.get("trained_on", "not recorded"),
         ]
         for role, c in meta.get("checkpoints", {}).items()
     ]
-    headers = ["role", "checkpoint", "model", "corpus", "steps", "config sha256", "weights sha256"]
+    headers = ["role", "checkpoint", "model", "corpus", "steps", "config sha256", "weights sha256", "trained"]
     return "\n".join(lines) + ("\n\n" + table(headers, rows) if rows else "")
 
 

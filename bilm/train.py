@@ -47,7 +47,7 @@ from .data import (
 from .distributed import ONE, Group
 from .errors import BilmError
 from .evaluate import fill_perplexity, stream_perplexity
-from .machine import cpu_flags, resolve_device
+from .machine import cpu_flags, describe, resolve_device
 from .models import Batch, LanguageModel, ModelConfig, build_model
 from .remedies import instrument
 
@@ -96,7 +96,8 @@ class TrainConfig:
 def native_bf16(device: torch.device) -> bool:
     """Whether this device computes bf16 in hardware: a CUDA GPU that says so, or a CPU with AVX512-BF16 or AMX.
 
-    Elsewhere bf16 is emulated: correct, but about 3x slower than fp32 on an Intel Xeon without it.
+    Elsewhere bf16 is emulated: correct, but 3-4x slower than fp32 (an Intel Xeon without it; an AVX2-only AMD
+    EPYC, where the LSTM itself stays fp32, `models.run_rnn`).
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -612,6 +613,9 @@ class Trainer:
             best_valid_ppl=math.exp(min(self.best, 50)) if self.best < math.inf else None,
             lr=self.lr,
             precision=self.precision,
+            machine=describe(self.device),
+            threads=torch.get_num_threads(),
+            processes=self.group.world,
             skipped_steps=self.skipped,
             averaged_steps=self.averaged_steps,
             save_seconds=round(self.save_seconds, 3),

@@ -46,13 +46,21 @@ def torch_version() -> str:
         return "?"
 
 
-def stamp(command: str, threads: int | str | None, date: str | None = None) -> str:
+def stamp(command: str, threads: int | str | None, date: str | None = None, cpu: str | None = None) -> str:
+    """Where a figure came from; `cpu` (model and logical CPUs) defaults to this machine's."""
     date = date or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     threads = "?" if threads is None else threads
-    return (
-        f"*{cpu_model()}, {os.cpu_count()} logical CPUs, {threads} thread(s), torch {torch_version()}, "
-        f"{date}; `{command}`*"
-    )
+    cpu = cpu or f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    return f"*{cpu}, {threads} thread(s), torch {torch_version()}, {date}; `{command}`*"
+
+
+def report_stamp(meta: dict) -> str:
+    """The stamp of a report's figures: the processor the report names (reports since it was recorded
+    name theirs as "<model>, <n> logical CPUs, <k> torch threads"), else this machine's."""
+    machine = meta.get("machine", "")
+    threads = re.search(r"(\d+) torch threads", machine)
+    cpu = machine.rsplit(", ", 1)[0] if "logical CPUs" in machine else None
+    return stamp(meta["command"], threads and threads.group(1), meta["date"], cpu)
 
 
 def read_json(path: Path) -> dict | None:
@@ -115,7 +123,7 @@ def runs_table(names: list[str], command: str) -> str | None:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            stamp(command, 1, when.strftime("%Y-%m-%d %H:%M UTC")),
+            stamp(command, 1, when.strftime("%Y-%m-%d %H:%M UTC"), metrics.get("machine")),
         ]
     )
 
@@ -155,11 +163,7 @@ def report(args, folder: str = "wt2") -> str | None:
                 f"\n{d['a']} − {d['b']}: {100 * d['diff']:+.1f} top-1 points [{pct(d['ci'][0])}, {pct(d['ci'][1])}] "
                 f"on {d['n']:,} blanks (95 % bootstrap resampling {resampled['units']:,} {resampled['unit']}s)."
             )
-    threads = re.search(r"(\d+) torch threads", meta.get("machine", ""))
-    lines += [
-        "",
-        f"{meta.get('seconds', 0):.0f} s in all. " + stamp(meta["command"], threads and threads.group(1), meta["date"]),
-    ]
+    lines += ["", f"{meta.get('seconds', 0):.0f} s in all. " + report_stamp(meta)]
     return "\n".join(lines)
 
 
@@ -234,8 +238,7 @@ def mscc(args) -> str | None:
             f"| {name} | {pct(r['accuracy'])} [{pct(r['ci'][0])}, {pct(r['ci'][1])}] | {r['correct']:g} / "
             f"{r['questions']:,} | {r['oov_candidates']} ({r['oov_keys']}) |"
         )
-    threads = re.search(r"(\d+) torch threads", meta.get("machine", ""))
-    return "\n".join([*lines, "", stamp(meta["command"], threads and threads.group(1), meta["date"])])
+    return "\n".join([*lines, "", report_stamp(meta)])
 
 
 def threads_bench(args) -> str | None:

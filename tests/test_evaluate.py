@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bilm import machine
 from bilm.cli_eval import evaluate as evaluate_command
 from bilm.data import DataConfig
 from bilm.evaluate import (
@@ -199,6 +200,10 @@ def test_bi_beats_uni_left_where_the_right_context_decides(pair_runs):
     lm = report["sections"]["lm"]["models"]
     assert lm["uni"]["tokens"] > 0 and 1 < lm["uni"]["ppl"] < 30 and lm["uni"]["unk_rate"] == 0
     assert report["meta"]["split"] == "test" and len(report["meta"]["checkpoints"]["bi"]["config_sha256"]) == 12
+    # A budget's figures depend on the processor: the report names the one it ran on and each model's.
+    cpu = machine.cpu_model()
+    assert cpu in report["meta"]["machine"] and "fp32" in report["meta"]["checkpoints"]["bi"]["trained_on"]
+    assert cpu in report["meta"]["checkpoints"]["uni"]["trained_on"]
     assert "curves" in report["sections"]
     assert (out / "figures" / "fill_accuracy_by_length.png").is_file()
 

@@ -72,6 +72,14 @@ def test_report_figure_labels_pseudo_perplexity_counts_small_groups_and_names_th
     assert "uni + continuous cache" not in text
 
 
+def test_a_report_figure_is_stamped_with_the_processor_the_report_ran_on(figures, tmp_path):
+    fake_report(tmp_path)
+    report = json.loads((tmp_path / "reports/wt2/report.json").read_text())
+    report["meta"]["machine"] = "Some Other CPU, 64 logical CPUs, 2 torch threads"
+    write(tmp_path / "reports/wt2/report.json", report)
+    assert "*Some Other CPU, 64 logical CPUs, 2 thread(s), torch " in figures.report(None)
+
+
 def test_blocks_are_replaced_in_every_doc_and_collected_in_figures_md(figures, tmp_path, monkeypatch):
     fake_report(tmp_path)
     write(tmp_path / "README.md", "intro\n<!-- figure:report -->\nold numbers\n<!-- /figure:report -->\nend\n")

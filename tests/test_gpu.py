@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bilm import data
+from bilm import data, models
 from bilm.data import DataConfig, DeviceBatches, StreamBatches, on_device
 from bilm.models import run_rnn
 from bilm.train import train
@@ -23,12 +23,17 @@ def test_batches_reach_the_device_in_order_one_ahead(monkeypatch):
     assert on_device(source, torch.device("cpu")) is source
 
 
-def test_the_recurrence_runs_as_it_is_off_cuda():
+def test_the_recurrence_runs_under_cpu_autocast_on_any_cpu(monkeypatch):
     rnn = torch.nn.LSTM(3, 5, batch_first=True)
     x = torch.randn(2, 4, 3)
     with torch.autocast("cpu", torch.bfloat16):
         out, _ = run_rnn(rnn, x)
-    assert out.dtype == torch.bfloat16  # CPU autocast is left alone (bf16 there, docs/performance.md)
+    # bf16 where oneDNN has a bf16 LSTM (AVX-512); float32 on an AVX2-only CPU, where it has none.
+    assert out.dtype == (torch.bfloat16 if models.cpu_bf16_rnn() else torch.float32)
+    monkeypatch.setattr(models, "cpu_bf16_rnn", lambda: False)  # the AVX2 path, taken on every CPU
+    with torch.autocast("cpu", torch.bfloat16):
+        out32, _ = run_rnn(rnn, x)
+    assert out32.dtype == torch.float32 and torch.allclose(out32, rnn(x)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,5 +1,6 @@
 """The GPU path's pieces that run anywhere: batches copied a step ahead (pinned memory on CUDA), the
-recurrence kept out of CUDA autocast's float16; and on a CUDA machine, a few bf16 steps of both models."""
+recurrence kept out of autocast where its kernel cannot run it (CUDA's float16; oneDNN's bf16 LSTM on a
+CPU without AVX-512); and on a CUDA machine, a few bf16 steps of both models."""
 
 from __future__ import annotations
 

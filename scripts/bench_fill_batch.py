@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bilm.machine import cpu_model
+from bilm.machine import describe
 
 SENTENCES = [
     "I don't know why the ___ is so expensive.",
@@ -63,9 +63,8 @@ def main() -> None:
         path = Path(tmp) / "sentences.txt"
         path.write_text("".join(SENTENCES[i % len(SENTENCES)] + "\n" for i in range(lines)))
         wall_b, cpu_b = run([bilm, "fill", args.checkpoint, "--input", str(path), "--json", *env_threads])
-    cpu = cpu_model()
     print(
-        f"{cpu}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f}, {args.threads} thread(s), "
+        f"{describe()}, load average {os.getloadavg()[0]:.2f}, {args.threads} thread(s), "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
     print(f"{'':<34}{'sentences':>10}{'wall s':>9}{'CPU s':>8}{'sent/s wall':>13}{'sent/s CPU':>12}")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from bilm.machine import cpu_model
+from bilm.machine import describe
 
 VOCAB = 33_278  # WikiText-2
 
@@ -81,10 +81,9 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", str(threads), "--seconds", str(seconds)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             results[threads].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    cpu = cpu_model()
     import torch
 
-    print(f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {platform.python_version()}")
+    print(f"{describe()}, torch {torch.__version__}, {platform.python_version()}")
     print(f"load average during the runs: {min(load):.2f}-{max(load):.2f}; {rounds} rounds, {seconds:g} s each")
     print(f"{'job (ms/step, median)':<24}{'1 thread':>10}{'2 threads':>11}{'2 vs 1':>9}")
     for job in results[1][0]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bilm.machine import cpu_model
+from bilm.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,7 +50,7 @@ def stamp(command: str, threads: int | str | None, date: str | None = None, cpu:
     """Where a figure came from; `cpu` (model and logical CPUs) defaults to this machine's."""
     date = date or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     threads = "?" if threads is None else threads
-    cpu = cpu or f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    cpu = cpu or describe()
     return f"*{cpu}, {threads} thread(s), torch {torch_version()}, {date}; `{command}`*"
 
 

@@ -101,7 +101,7 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     type=click.Choice(["small", "large"]),
     default="small",
     show_default=True,
-    help="Model size for the budget: small 2x200, dropout 0.1 (bi 0) (minutes); large 2x400, emb 400, dropout 0.4 "
+    help="Model size for the budget: small 1x200, dropout 0.1 (bi 0) (minutes); large 2x400, emb 400, dropout 0.4 "
     "(bi 0.25) (about an hour). --layers/--hidden/--emb/--dropout override it.",
 )
 @click.option("--layers", type=positive, default=None, help="[default: from --preset]")

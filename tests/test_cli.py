@@ -127,7 +127,8 @@ def test_preset_sets_the_model_size_and_explicit_options_override_it(run, corpus
     result = run("train", "--corpus", corpus, "--out", tmp_path / "small", "--max-steps", 1, "--batch-size", 4)
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "small" / "last" / "config.json").read_text())
-    assert (config["model"]["hidden_size"], config["train"]["lr"]) == (200, 7e-3)  # the small preset's own lr
+    model, lr = config["model"], config["train"]["lr"]
+    assert (model["layers"], model["hidden_size"], lr) == (1, 200, 7e-3)  # the small preset's own depth and lr
     result = run("train", "--resume", "--out", tmp_path / "large-bi", "--preset", "small")
     assert result.exit_code != 0 and "hidden" in result.output  # the run was not trained at the small preset's size
 

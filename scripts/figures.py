@@ -123,7 +123,7 @@ def runs_table(names: list[str], command: str) -> str | None:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            stamp(command, 1, when.strftime("%Y-%m-%d %H:%M UTC"), metrics.get("machine")),
+            stamp(command, metrics.get("threads", 1), when.strftime("%Y-%m-%d %H:%M UTC"), metrics.get("machine")),
         ]
     )
 

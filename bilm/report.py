@@ -165,16 +165,25 @@ def checkpoint_info(ckpt: Checkpoint) -> dict:
 
 def trained_on(metrics: dict) -> str:
     """How long, in what precision and on which processor a checkpoint trained: a budget's figures
-    depend on all three. Checkpoints from before the machine was recorded give what they have."""
+    depend on all three. A resumed run names each setup it trained on from the step it began; checkpoints
+    from before the machine was recorded give what they have."""
     minutes = metrics.get("wall_seconds")
-    parts = [
-        f"{minutes / 60:.1f} min" if minutes is not None else None,
-        metrics.get("precision"),
-        metrics.get("machine"),
-        f"{metrics['threads']} thread(s)" if metrics.get("threads") else None,
-        f"{metrics['processes']} processes" if metrics.get("processes", 1) > 1 else None,
-    ]
-    return ", ".join(p for p in parts if p) or "not recorded"
+    setups: list[tuple[int, str]] = []  # (first step, setup), a new one only where the setup changed
+    for leg in metrics.get("legs") or [metrics]:
+        parts = [
+            leg.get("precision"),
+            leg.get("machine"),
+            f"{leg['threads']} thread(s)" if leg.get("threads") else None,
+            f"{leg['processes']} processes" if (leg.get("processes") or 1) > 1 else None,
+        ]
+        setup = ", ".join(p for p in parts if p)
+        if not setups or setups[-1][1] != setup:
+            setups.append((leg.get("from_step", 0), setup))
+    head = f"{minutes / 60:.1f} min" if minutes is not None else None
+    if len(setups) > 1:
+        body = "; ".join(f"from step {step:,}: {setup}" for step, setup in setups)
+        return f"{head}; {body}" if head else body
+    return ", ".join(p for p in (head, setups[0][1]) if p) or "not recorded"
 
 
 def run_meta(checkpoints: dict[str, Checkpoint], **extra) -> dict:

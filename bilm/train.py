@@ -199,6 +199,10 @@ class Trainer:
         self.average: dict[str, torch.Tensor] | None = None  # mean of the weights after each step (`accumulate`)
         self.averaged_steps = 0
         self.skipped = 0  # non-finite steps skipped over the whole run
+        self.setup = dict(
+            precision=self.precision, machine=describe(device), threads=torch.get_num_threads(), processes=group.world
+        )  # where this process trains; `legs` keeps it for each stretch of the run (the first, then each resume)
+        self.legs: list[dict] = []
         self.bad_in_row = self.rollbacks = self.failed_saves = 0  # this process only
         self.diverged = ""  # why the run stopped on numerical faults (no `restore`)
         self.save_seconds = 0.0  # how long the last save of last/ took
@@ -218,6 +222,7 @@ class Trainer:
             skipped=self.skipped,
             save_seconds=self.save_seconds,
             averaged_steps=self.averaged_steps,
+            legs=self.legs,
         )
         layout = dict(rows=self.cfg.batch_size * self.group.world, steps_per_epoch=self.steps_per_epoch)
         state = dict(
@@ -286,6 +291,7 @@ class Trainer:
         self._clock = now
 
     def _run(self) -> None:
+        self.legs.append(dict(from_step=self.step, **self.setup))
         self._clock = time.perf_counter()
         while True:
             try:
@@ -435,9 +441,9 @@ class Trainer:
             return
         if self.rollbacks:
             raise BilmError(f"training diverged again after a rollback: {what}; {self.likely_cause()}")
-        rollbacks, skipped = self.rollbacks + 1, self.skipped
+        rollbacks, skipped, legs = self.rollbacks + 1, self.skipped, self.legs
         self.restore(self)
-        self.rollbacks, self.skipped, self.bad_in_row = rollbacks, skipped, 0
+        self.rollbacks, self.skipped, self.legs, self.bad_in_row = rollbacks, skipped, legs, 0
         self.forget_records_after(self.step)
         self.scale_lr(ROLLBACK_LR)
         self.log(f"warning: {what}; rolled back to step {self.step} (last/), learning rate lowered to {self.lr:.2e}")
@@ -612,10 +618,8 @@ class Trainer:
             valid_ppl=self.last_eval.get("ppl"),
             best_valid_ppl=math.exp(min(self.best, 50)) if self.best < math.inf else None,
             lr=self.lr,
-            precision=self.precision,
-            machine=describe(self.device),
-            threads=torch.get_num_threads(),
-            processes=self.group.world,
+            **self.setup,
+            legs=self.legs,
             skipped_steps=self.skipped,
             averaged_steps=self.averaged_steps,
             save_seconds=round(self.save_seconds, 3),

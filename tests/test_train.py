@@ -7,6 +7,7 @@ import torch
 import bilm
 from bilm.data import DataConfig
 from bilm.errors import BilmError
+from bilm.report import trained_on
 from bilm.train import Trainer, train
 
 from .conftest import ANIMALS, animal_sentence, tiny_model, tiny_train
@@ -72,6 +73,24 @@ def test_resumed_run_continues_the_same_loss_curve(kind, corpus, data_dir, tmp_p
     steps, losses = zip(*_train_losses(part), strict=True)
     assert steps == tuple(range(1, 41))
     assert losses == pytest.approx([loss for _, loss in _train_losses(whole)], rel=1e-5)
+
+
+def test_a_run_resumed_on_another_setup_records_where_each_part_trained(corpus, data_dir, tmp_path):
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    train(
+        DataConfig(str(corpus)), tiny_model("uni"), tiny_train(max_steps=5), out, data_dir=data_dir, log=lambda s: None
+    )
+    torch.set_num_threads(threads + 1)  # the second part runs on another setup, as on another machine
+    try:
+        train(out=out, data_dir=data_dir, resume=True, budget=dict(max_steps=9), log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
+    metrics = json.loads((out / "last" / "metrics.json").read_text())
+    assert [(leg["from_step"], leg["threads"]) for leg in metrics["legs"]] == [(0, threads), (5, threads + 1)]
+    assert metrics["threads"] == threads + 1  # the top-level figures say where it trained last
+    described = trained_on(metrics)
+    assert f"from step 0: fp32, {metrics['machine']}, {threads} thread(s)" in described
+    assert f"from step 5: fp32, {metrics['machine']}, {threads + 1} thread(s)" in described
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(corpus, data_dir, tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ models: setup
 	$(BIN)/bilm prepare gutenberg
 	rm -rf checkpoints/wt2-uni checkpoints/wt2-bi checkpoints/gut-uni checkpoints/gut-bi
 	$(call side_by_side,\
-		$(BIN)/bilm train --model uni --preset large --corpus wikitext-2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-uni,\
+		$(BIN)/bilm train --model uni --preset large --corpus wikitext-2 --average 0.2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-uni,\
 		$(BIN)/bilm train --model bi --preset large --corpus wikitext-2 --average 0.2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-bi)
 	$(call side_by_side,\
 		$(BIN)/bilm train --model uni --corpus gutenberg --preset large --dropout 0.1 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-uni,\

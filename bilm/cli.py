@@ -215,8 +215,15 @@ def prepare(corpus, max_vocab, min_freq, lowercase, corpus_dir, data_dir):
     type=click.Choice(["plateau", "warmdown", "cosine"]),
     default="warmdown",
     show_default=True,
-    help="plateau: lr x0.25 when validation stalls; warmdown: plateau, then linearly to 0 over the last 30% of "
-    "the budget (steps, minutes or epochs); cosine: anneal to 0 over the budget.",
+    help="plateau: lr x0.25 when validation stalls; warmdown: plateau, then linearly to 0 over the last "
+    "--warmdown share of the budget (steps, minutes or epochs); cosine: anneal to 0 over the budget.",
+)
+@click.option(
+    "--warmdown",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.3,
+    show_default=True,
+    help="With --schedule warmdown: the last share of the budget over which the learning rate falls to 0.",
 )
 @click.option(
     "--average",
@@ -281,6 +288,7 @@ def train(
     save_every_minutes,
     max_bad_steps,
     schedule,
+    warmdown,
     average,
     precision,
     seed,
@@ -337,6 +345,7 @@ def train(
         eval_every=eval_every,
         log_every=log_every,
         schedule=schedule,
+        warmdown=warmdown,
         average=average,
         precision=precision,
         seed=seed,

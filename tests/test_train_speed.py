@@ -87,3 +87,14 @@ def test_cli_passes_schedule_and_precision(corpus, data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert (config["train"]["schedule"], config["train"]["precision"]) == ("cosine", "bf16")
+
+
+def test_cli_warmdown_sets_the_share_of_the_budget_the_rate_falls_over(corpus, data_dir, tmp_path):
+    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "20", "--log-every", "1"]
+    args += ["--layers", "1", "--hidden", "16", "--emb", "16", "--precision", "fp32", "--warmdown", "0.5"]
+    result = CliRunner().invoke(cli, args, env={"BILM_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["train"]["warmdown"] == 0.5
+    lrs = [r["lr"] for r in run_records(tmp_path / "run", "train")]
+    held = lrs[9]  # step 11 is the first of the warmdown (progress 0.5)
+    assert lrs[10:] == pytest.approx([held * (1 - s / 20) / 0.5 for s in range(10, 20)])

@@ -18,6 +18,9 @@ One rule for `bilm fill --choices`, the REPL's `:choices` and `bilm mscc`:
              share of the other words' votes. On a model's own top 5, the other words
              alone (whole) rank worse than the blank alone (span): they are many, and
              most say little about the blank
+    combine  uni+bi: bi's rescore of its own shortlist plus UNI_WEIGHT x uni's log p of the
+             filled sentence (`combine`), a product of the two models' experts; `bilm mscc`
+             adds the two models' whole-sentence scores the same way
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ MAX_BATCH_TOKENS = 4096
 # bi-rescore: the weight of the other words' pseudo-log-likelihood against the blank's own log p,
 # chosen on WikiText-2 valid (docs/quality.md, "Tenth CPU session").
 BI_SENTENCE_WEIGHT = 0.2
+# uni+bi: the weight of the uni model's log p(filled sentence) added to bi-rescore's score. On WikiText-2
+# valid (docs/quality.md, "Sixteenth CPU session") top-1 was flat from 0.75 to 1.5: 1 is the plain sum.
+UNI_WEIGHT = 1.0
 
 
 def split_choices(text: str | None, spaces: bool = False) -> list[str] | None:
@@ -87,3 +93,8 @@ def score_filled(
 def rescore(model: LanguageModel, span: np.ndarray, whole: np.ndarray) -> np.ndarray:
     """The score that ranks a shortlist by the whole filled sentence, from `score_filled`'s (span, whole)."""
     return span + BI_SENTENCE_WEIGHT * (whole - span) if isinstance(model, BiLM) else whole
+
+
+def combine(bi_score: np.ndarray, uni_whole: np.ndarray) -> np.ndarray:
+    """uni+bi: a bi-rescore score (`rescore`) with the uni model's log p of the same filled sentence."""
+    return bi_score + UNI_WEIGHT * uni_whole

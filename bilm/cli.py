@@ -546,7 +546,14 @@ def predict(checkpoint, text, k, choices, input_file, as_json, device):
 
 @cli.command()
 @_query_command
-def fill(checkpoint, text, k, choices, input_file, as_json, device):
+@click.option(
+    "--uni",
+    "uni_checkpoint",
+    type=click.Path(),
+    default=None,
+    help="A uni checkpoint of the same vocabulary: a bi CHECKPOINT's blank is also ranked by both (uni+bi).",
+)
+def fill(checkpoint, text, k, choices, input_file, as_json, device, uni_checkpoint):
     """Fill the one blank (___, [MASK] or <mask>) in TEXT: bi directly; uni by left context and by rescoring.
 
     TEXT `-` or --input FILE: one sentence a line, answered in batches, e.g.
@@ -555,7 +562,7 @@ def fill(checkpoint, text, k, choices, input_file, as_json, device):
     from .predict import Predictor
 
     lines = _lines(text, input_file)
-    predictor = Predictor.load(checkpoint, device)
+    predictor = Predictor.load(checkpoint, device, uni_checkpoint)
     if lines is not None:
         return _answer_lines(predictor, lines, True, k, _choices(choices), as_json)
     _show(predictor.fill(text, k, _choices(choices)), as_json)

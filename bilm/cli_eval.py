@@ -246,13 +246,16 @@ def _with(options):
     type=count,
     default=1000,
     show_default=True,
-    help="Blanks that uni-rescore and bi-rescore rank (0: skip both).",
+    help="Blanks that uni-rescore, bi-rescore and uni+bi rank (0: skip them).",
 )
 @click.option(
     "--shortlist", type=click.IntRange(1), default=None, help="uni-rescore candidates [default: as bilm fill]."
 )
 @click.option(
-    "--bi-shortlist", type=click.IntRange(1), default=None, help="bi-rescore candidates [default: as bilm fill]."
+    "--bi-shortlist",
+    type=click.IntRange(1),
+    default=None,
+    help="bi-rescore and uni+bi candidates [default: as bilm fill].",
 )
 @click.option(
     "--max-sentences",
@@ -312,7 +315,9 @@ def evaluate(
     corpus_dir,
     data_dir,
 ):
-    """Perplexity and fill-in-the-blank accuracy (bi, bi-rescore, uni-left, uni-rescore) -> report.md/html/json."""
+    """Perplexity and fill-in-the-blank accuracy (bi, bi-rescore, uni+bi, uni-left, uni-rescore) -> report.md/html/json.
+
+    uni+bi needs both --uni and --bi."""
     from .evaluate import FillConfig
 
     cfg = FillConfig(

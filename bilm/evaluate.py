@@ -26,6 +26,9 @@ each method ranks the whole vocabulary (special tokens excluded) for it:
                  share of the filled sentence's other words' pseudo-log-likelihood
                  (choices.rescore): the words around the blank vote too. On the same
                  sample as uni-rescore, so the two compare blank for blank
+    uni+bi       both models together: the bi top K, each scored by bi-rescore's score plus
+                 the uni model's log-probability of the filled sentence (choices.combine);
+                 on the same sample
 
 rank = 1 + the number of words with a strictly higher score than the target;
 top-k accuracy = share of blanks with rank <= k; MRR = mean of 1/rank. `<unk>`
@@ -48,7 +51,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .choices import rescore, score_filled
+from .choices import combine, rescore, score_filled
 from .data import SentenceBatches, StreamBatches, pad_sentences
 from .distributed import ONE, Group
 from .models import AdaptiveSoftmax, BiLM, LanguageModel
@@ -61,7 +64,7 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 40), (41, math.inf))
 POSITIONS = ("start", "middle", "end")
 MIN_DOCUMENTS = 20  # fewer documents in the split: resample sentences (and say so)
 MIN_CI_BLANKS = 30  # smaller groups: no interval, the figure with its n
-RESCORED = ("uni-rescore", "bi-rescore")  # the methods run on a sample of the blanks
+RESCORED = ("uni-rescore", "bi-rescore", "uni+bi")  # the methods run on a sample of the blanks
 CHUNK = 256  # blanks ranked at once: (CHUNK, V) floats, small enough to stay in cache
 WORD_CLASSES = ("content", "function", "punctuation")
 # Closed-class English words (articles, pronouns, auxiliaries, prepositions, conjunctions).
@@ -150,9 +153,9 @@ def lm_quality(model: LanguageModel, ids: np.ndarray, spans: np.ndarray, device,
 
 @dataclass
 class FillConfig:
-    rescore_sample: int = 1000  # uni-rescore and bi-rescore blanks (0: skip both)
+    rescore_sample: int = 1000  # blanks that uni-rescore, bi-rescore and uni+bi rank (0: skip them)
     shortlist: int = SHORTLIST  # uni-rescore candidates per blank (as `bilm fill`)
-    bi_shortlist: int = BI_SHORTLIST  # bi-rescore candidates per blank (as `bilm fill`)
+    bi_shortlist: int = BI_SHORTLIST  # bi-rescore and uni+bi candidates per blank (as `bilm fill`)
     batch_size: int = 256  # sentences per pass
     bootstrap: int = 1000  # resamples for the confidence intervals
     seed: int = 1234
@@ -349,16 +352,18 @@ def rank_rescored(
     device,
     cfg: FillConfig,
     windows: tuple[list, np.ndarray] | None = None,
+    uni: LanguageModel | None = None,
 ):
     """uni-rescore or bi-rescore on `rescore_sample`: the model's own top K at the blank, each
-    put into the blank and the filled sentence scored whole (`choices.rescore`).
+    put into the blank and the filled sentence scored whole (`choices.rescore`). A bi `model` with
+    `uni` is uni+bi: the uni model's log p of each filled sentence joins the score (`choices.combine`).
 
     The K filled sentences of several blanks share one padded batch. With `windows`, each
     filled window is scored whole: the words after the blank (uni; bi: on both sides), in
     its sentence and in the context around it, vote.
     """
     model.eval()
-    label = "bi-rescore" if isinstance(model, BiLM) else "uni-rescore"
+    label = "uni+bi" if uni is not None else "bi-rescore" if isinstance(model, BiLM) else "uni-rescore"
     started = time.perf_counter()
     ranks = np.full(len(result.target), np.nan)
     sample = rescore_sample(result, cfg)
@@ -379,7 +384,10 @@ def rank_rescored(
                 for s, t, cands in zip(sents, at.tolist(), shortlist.tolist(), strict=True)
                 for w in cands
             ]
-            scores = torch.from_numpy(rescore(model, *score_filled(model, items, device))).view(len(rows), -1)
+            scores = rescore(model, *score_filled(model, items, device))
+            if uni is not None:
+                scores = combine(scores, score_filled(uni, items, device)[1])
+            scores = torch.from_numpy(scores).view(len(rows), -1)
             targets = torch.from_numpy(result.target[rows])
             hit = shortlist == targets[:, None]
             target_score = torch.where(hit, scores, -torch.inf).max(1).values
@@ -388,7 +396,7 @@ def rank_rescored(
             bar.update(len(rows))
     result.ranks[label] = ranks
     result.seconds[label] = time.perf_counter() - started
-    result.passes[label] = len(sample) * k
+    result.passes[label] = len(sample) * k * (1 if uni is None else 2)
 
 
 def fill_in(
@@ -418,6 +426,8 @@ def fill_in(
     for m in (uni, bi) if cfg.rescore_sample else ():
         if m is not None:
             rank_rescored(m, sentences, result, device, cfg, windows)
+    if cfg.rescore_sample and uni is not None and bi is not None:
+        rank_rescored(bi, sentences, result, device, cfg, windows, uni=uni)
     return result
 
 
@@ -590,6 +600,7 @@ def differences(result: FillResult, boot: Bootstrap, units: np.ndarray | None = 
     units = result.sentence if units is None else units
     pairs = [("bi", "uni-left"), ("uni-rescore", "uni-left"), ("bi", "uni-rescore")]
     pairs += [("bi-rescore", "bi"), ("bi-rescore", "uni-rescore")]
+    pairs += [("uni+bi", "bi"), ("uni+bi", "bi-rescore"), ("uni+bi", "uni-rescore")]
     pairs += [("bi+cache", "uni-left+cache"), ("bi+cache", "uni-rescore"), ("bi+cache", "bi")]
     out = []
     for a, b in pairs:

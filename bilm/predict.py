@@ -1,6 +1,6 @@
 """Predictions from a checkpoint: next word, fill in a blank, rank given choices.
 
-Four ways to fill `the boys went to the ___ and got out of the pool .`:
+Five ways to fill `the boys went to the ___ and got out of the pool .`:
 
     bi           p(w | left, right) from the bidirectional model, one forward pass
     bi-rescore   the bi top candidates (or the --choices), each put into the blank and
@@ -11,6 +11,9 @@ Four ways to fill `the boys went to the ___ and got out of the pool .`:
     uni-rescore  the uni-left top candidates (plus any --choices), each scored by the
                  uni model's log-probability of the *whole* sentence, renormalised
                  over that shortlist: uses the right context at one pass per candidate
+    uni+bi       a bi Predictor given a uni checkpoint too (`bilm fill BI --uni UNI`):
+                 bi-rescore's shortlist, each candidate's score plus the uni model's
+                 log-probability of the filled sentence (choices.combine)
 
 Given choices are scored as in `bilm mscc` (see choices.py): a choice of several tokens
 (`country-dance`) fills the blank whole. Input is raw text, cut as the model's corpus was
@@ -37,7 +40,7 @@ import torch
 
 from . import textnorm
 from .checkpoint import Checkpoint, load_checkpoint
-from .choices import rescore, score_filled, token_batches
+from .choices import combine, rescore, score_filled, token_batches
 from .data import pad_sentences
 from .errors import BilmError
 from .machine import resolve_device
@@ -60,7 +63,7 @@ class Candidate:
 
 @dataclass
 class Prediction:
-    method: str  # bi | uni-left | uni-rescore | next
+    method: str  # bi | bi-rescore | uni+bi | uni-left | uni-rescore | next
     candidates: list[Candidate]
     unknown: list[str] = field(default_factory=list)  # input words the model maps to <unk>
     note: str = ""
@@ -91,16 +94,28 @@ def split_blank(text: str) -> tuple[str, str]:
 
 
 class Predictor:
-    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu"):
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", uni: Checkpoint | None = None):
+        """`uni`: with a bi `ckpt`, a uni checkpoint of the same vocabulary, for the uni+bi ranking."""
         self.ckpt, self.model, self.tokenizer = ckpt, ckpt.model, ckpt.tokenizer
         self.kind = ckpt.model.cfg.kind
         self.device = resolve_device(device)
         tok = self.tokenizer
         self.specials = torch.tensor([tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.blank_id])
+        self.uni = None
+        if uni is not None:
+            self.join(uni)
+
+    def join(self, uni: Checkpoint) -> None:
+        """Rank a bi model's blanks by uni+bi too, with the uni model of `uni` (the same vocabulary)."""
+        if self.kind != "bi" or uni.model.cfg.kind != "uni":
+            raise BilmError(f"uni+bi needs a bi checkpoint and a uni one, not {self.kind} and {uni.model.cfg.kind}")
+        if uni.tokenizer.to_str() != self.tokenizer.to_str():
+            raise BilmError(f"{self.ckpt.path} and {uni.path} have different vocabularies: their scores would not add")
+        self.uni = uni.model.to(self.device)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> Predictor:
-        return cls(load_checkpoint(path, device), device)
+    def load(cls, path: str | Path, device: str = "cpu", uni: str | Path | None = None) -> Predictor:
+        return cls(load_checkpoint(path, device), device, uni and load_checkpoint(uni, device))
 
     # -- input ---------------------------------------------------------------------
     def encode(self, text: str) -> tuple[list[int], list[str]]:
@@ -123,7 +138,8 @@ class Predictor:
         return self.predict_many([text], k, choices)[0]
 
     def fill(self, text: str, k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
-        """Candidates for the blank: [bi, bi-rescore] for a bi model, [uni-left, uni-rescore] for a uni model."""
+        """Candidates for the blank: [bi, bi-rescore] for a bi model (and uni+bi given a uni one),
+        [uni-left, uni-rescore] for a uni model."""
         return self.fill_many([text], k, choices)[0]
 
     def predict_many(self, texts: list[str], k: int = 10, choices: list[str] | None = None) -> list[Prediction]:
@@ -154,7 +170,7 @@ class Predictor:
     ) -> list[list[Prediction]]:
         """`fill` for several texts, one padded forward pass for all of them (the rescoring: one per text).
 
-        `rescore=False` leaves out the second ranking (bi-rescore, uni-rescore) and its passes.
+        `rescore=False` leaves out the rankings after the first (bi-rescore, uni+bi, uni-rescore) and their passes.
         A text without its one blank raises the `BilmError` of `split_blank`: check each with
         `query` first where one bad text must not fail the others.
         """
@@ -173,6 +189,10 @@ class Predictor:
             + ([Prediction(second, self._rescore(q, lp, k, choices), q.unknown, note)] if rescore else [])
             for lp, q in zip(logps, qs, strict=True)
         ]
+        if rescore and self.uni is not None:
+            note = f"{note} and the uni model's log p of the sentence"
+            for lp, q, preds in zip(logps, qs, out, strict=True):
+                preds.append(Prediction("uni+bi", self._rescore(q, lp, k, choices, with_uni=True), q.unknown, note))
         for q, preds in zip(qs, out, strict=True):
             for pred in preds if q.cut else []:
                 pred.note = f"{pred.note}; {CUT_NOTE}" if pred.note else CUT_NOTE
@@ -251,8 +271,11 @@ class Predictor:
         batch = pad_sentences(sentences, tok.eos_id, tok.eos_id, tok.pad_id).to(self.device)
         return self.model.sequence_log_probs(batch.inputs, batch.lengths).sum(1).cpu()
 
-    def _rescore(self, q: Query, logp: torch.Tensor, k: int, choices: list[str] | None) -> list[Candidate]:
-        """The choices, or the model's own top candidates for the blank (`logp`), ranked by `choices.rescore`."""
+    def _rescore(
+        self, q: Query, logp: torch.Tensor, k: int, choices: list[str] | None, with_uni: bool = False
+    ) -> list[Candidate]:
+        """The choices, or the model's own top candidates for the blank (`logp`), ranked by `choices.rescore`
+        (`with_uni`: by `choices.combine` with the uni model's score of each filled sentence)."""
         if choices:
             known, unknown = self._choice_ids(choices)
         else:
@@ -264,8 +287,10 @@ class Predictor:
         if not known:
             return unknown
         items = [(q.left + ids + q.right, len(q.left), len(q.left) + len(ids)) for _, ids in known]
-        span, whole = score_filled(self.model, items, self.device)
-        probs = torch.softmax(torch.from_numpy(rescore(self.model, span, whole)), 0).tolist()
+        scores = rescore(self.model, *score_filled(self.model, items, self.device))
+        if with_uni:
+            scores = combine(scores, score_filled(self.uni, items, self.device)[1])
+        probs = torch.softmax(torch.from_numpy(scores), 0).tolist()
         ranked = sorted(zip(known, probs, strict=True), key=lambda x: -x[1])
         return [Candidate(w, p, tokens=len(ids)) for (w, ids), p in ranked[: len(known) if choices else k]] + unknown
 

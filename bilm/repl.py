@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .predict import Prediction, Predictor
 
 PROMPT = "bilm> "
-LABELS = {"bi": "bi", "bi-rescore": "bi+", "uni-left": "uni", "uni-rescore": "uni+", "next": "uni"}
+LABELS = {"bi": "bi", "bi-rescore": "bi+", "uni+bi": "uni+bi", "uni-left": "uni", "uni-rescore": "uni+", "next": "uni"}
 HISTORY_LENGTH = 1000
 MAX_K = 1000
 
@@ -39,6 +39,8 @@ Type a sentence with one blank (___, _____, [MASK] or <mask>) to see the candida
   bi    the bidirectional model, p(w | left, right)
   bi+   the bi model's top 5 (or your :choices), each also scored by how well the other
         words are predicted with it in the blank
+  uni+bi  with a bi model and a uni one (--compare) of the same vocabulary: the bi+
+        shortlist, each also scored by the uni model on the whole sentence
   uni   the unidirectional model, p(w | left): it cannot see the right context
   uni+  the uni model's top 50 (or your :choices), each scored on the whole sentence
 A line without a blank shows the next word after it.
@@ -90,6 +92,10 @@ def answer(predictors: list[Predictor], text: str, k: int = 10, choices: list[st
     unknown = {label: pred.unknown for label, pred in rows if pred.unknown}
     note = "" if blank else "no blank: the next word after the text; mark a blank with ___ to fill it"
     return Answer(rows, note, unknown)
+
+
+def same_vocabulary(a: Predictor, b: Predictor) -> bool:
+    return a.tokenizer.to_str() == b.tokenizer.to_str()
 
 
 def format_prob(p: float | None) -> str:
@@ -329,6 +335,9 @@ def repl(checkpoint, compare, k, echo, device):
     try:
         main = Predictor.load(checkpoint, device)
         other = Predictor.load(compare, device) if compare else None
+        if other is not None and {main.kind, other.kind} == {"bi", "uni"} and same_vocabulary(main, other):
+            bi, uni = (main, other) if main.kind == "bi" else (other, main)
+            bi.join(uni.ckpt)  # a third bi row: both models together
     except BilmError as e:
         raise click.ClickException(str(e)) from None
     errors = run_repl(main, other, k=k, echo=echo)

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backen
 
 from . import __version__
 from .checkpoint import Checkpoint
-from .choices import BI_SENTENCE_WEIGHT
+from .choices import BI_SENTENCE_WEIGHT, UNI_WEIGHT
 from .evaluate import METRICS, MIN_CI_BLANKS
 from .machine import describe
 
@@ -43,6 +43,7 @@ METHOD_STYLE = {
     "uni-left": ("C1", "s"),
     "uni-rescore": ("C2", "^"),
     "bi-rescore": ("C3", "v"),
+    "uni+bi": ("C4", "P"),
     "uni": ("C1", "s"),
 }
 METHOD_STYLE.update({f"{m}+cache": (color, "D") for m, (color, _) in METHOD_STYLE.items()})  # dashed lines
@@ -519,6 +520,8 @@ def _rescored_note(methods: dict, cfg: dict) -> str:
         "uni-rescore": f"uni-rescore ranks the uni-left top {cfg['shortlist']} by whole-sentence log-probability",
         "bi-rescore": f"bi-rescore ranks the bi top {cfg['bi_shortlist']} by log p(word | rest) + "
         f"{BI_SENTENCE_WEIGHT:g} × the other words' pseudo-log-likelihood with the word in the blank",
+        "uni+bi": f"uni+bi adds {UNI_WEIGHT:g} × the uni model's log-probability of the filled sentence to "
+        "bi-rescore's score of the same candidates",
     }
     ran = [text for m, text in what.items() if m in methods]
     if not ran:

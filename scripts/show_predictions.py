@@ -32,18 +32,24 @@ def _row(prediction, k: int) -> str:
 @click.option("-k", default=5, show_default=True)
 def main(uni, bi, k):
     uni, bi = Predictor.load(uni), Predictor.load(bi)
+    bi.join(uni.ckpt)  # a third bi row, uni+bi: both models together
     click.echo("== next word (uni) ==")
     for text in NEXT_WORD:
         click.echo(f"{text} ...\n  uni   {_row(uni.predict(text, k), k)}")
     click.echo("\n== fill in the blank ==")
     for text in BLANKS:
         left, rescored = uni.fill(text, k)
-        plain, voted = bi.fill(text, k)
+        plain, voted, both = bi.fill(text, k)
         click.echo(text)
-        click.echo(f"  bi    {_row(plain, k)}")
-        click.echo(f"  bi+   {_row(voted, k)}   (the other words voting too)")
-        click.echo(f"  uni   {_row(left, k)}   (left context only)")
-        click.echo(f"  uni+  {_row(rescored, k)}   (rescored with the right context)")
+        rows = [
+            ("bi", plain, ""),
+            ("bi+", voted, "the other words voting too"),
+            ("uni+bi", both, "bi+ scored by the uni model too"),
+            ("uni", left, "left context only"),
+            ("uni+", rescored, "rescored with the right context"),
+        ]
+        for label, prediction, note in rows:
+            click.echo(f"  {label:<7} {_row(prediction, k)}" + (f"   ({note})" if note else ""))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,12 @@ def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
     result = run("fill", tmp_path / "bi", "the ___ softly later hoots .", "-k", 2)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].split()[0] == "owl"
+    # Both models together: a third ranking, bi's shortlist scored by both.
+    result = run("fill", tmp_path / "bi", "the ___ softly later hoots .", "--uni", tmp_path / "uni", "--json")
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.output)
+    assert [p["method"] for p in preds] == ["bi", "bi-rescore", "uni+bi"]
+    assert preds[2]["candidates"][0]["word"] == "owl"
     result = run("fill", tmp_path / "bi", "the ___ then then moos .", "--choices", "cat,cow,zebra", "--json")
     bi, voted = json.loads(result.output)
     assert (bi["method"], voted["method"]) == ("bi", "bi-rescore")
@@ -89,6 +95,8 @@ def test_prepare_train_predict_and_fill_end_to_end(run, corpus, tmp_path):
     [
         (("fill", "{bi}", "the cat then barks ."), "no blank in the text"),
         (("fill", "{bi}", "the ___ then ___ ."), "2 blanks"),
+        (("fill", "{bi}", "the ___ hoots .", "--uni", "{bi}"), "uni+bi needs a bi checkpoint and a uni one"),
+        (("fill", "{uni}", "the ___ hoots .", "--uni", "{uni}"), "uni+bi needs a bi checkpoint and a uni one"),
         (("predict", "{missing}", "the cat"), "not found"),
         (("prepare", "{missing}"), "not found"),
         (("prepare", "{empty}"), "is empty"),
@@ -100,7 +108,7 @@ def test_bad_input_gives_a_one_line_error(run, trained, tmp_path, args, message)
     empty.mkdir()
     for split in ("train", "valid", "test"):
         (empty / f"{split}.txt").write_text("words here .\n" if split != "train" else "")
-    paths = dict(bi=trained["bi"], missing=tmp_path / "missing", empty=empty)
+    paths = dict(bi=trained["bi"], uni=trained["uni"], missing=tmp_path / "missing", empty=empty)
     result = run(*[a.format(**paths) for a in args])
     assert result.exit_code == 1
     assert message in result.output

@@ -107,7 +107,7 @@ def test_topk_and_mrr_by_hand():
         assert result.ranks[method].tolist() == [1, 4, 8, 13, 2]
     # Rescoring a context-free model keeps the order (the other words score the same whatever fills
     # the blank); ranks 8 and 13 are outside the top-5 shortlist.
-    for method in ("uni-rescore", "bi-rescore"):
+    for method in ("uni-rescore", "bi-rescore", "uni+bi"):
         assert result.ranks[method].tolist() == [1, 4, math.inf, math.inf, 2]
     tok = Tokenizer.train([WORDS])
     summary = summarize(result, tok, cfg)
@@ -118,7 +118,8 @@ def test_topk_and_mrr_by_hand():
     assert (rescore["top5"], rescore["top10"]) == (3 / 5, 3 / 5)
     assert rescore["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 2) / 5)
     assert summary["cost"]["uni-rescore"]["sentences_scored"] == summary["cost"]["bi-rescore"]["sentences_scored"] == 25
-    assert set(summary["sample"]) == {"bi", "uni-left", "uni-rescore", "bi-rescore"}
+    assert summary["cost"]["uni+bi"]["sentences_scored"] == 50  # each candidate scored by both models
+    assert set(summary["sample"]) == {"bi", "uni-left", "uni-rescore", "bi-rescore", "uni+bi"}
     # Word classes and length buckets: all targets are content words in short sentences.
     assert summary["methods"]["bi"]["length"]["1-10"]["n"] == 5
     assert summary["methods"]["bi"]["word"]["content"]["n"] == 5
@@ -197,6 +198,9 @@ def test_bi_beats_uni_left_where_the_right_context_decides(pair_runs):
     # bi-rescore keeps what bi reads from the right; its shortlist is bi's own.
     assert start["bi-rescore"] > start["uni-left"] + 0.5
     assert {("bi-rescore", "bi"), ("bi-rescore", "uni-rescore")} <= {(d["a"], d["b"]) for d in fill["differences"]}
+    # uni+bi: bi's shortlist, so it keeps what bi reads from the right, scored by both models.
+    assert start["uni+bi"] > start["uni-left"] + 0.5
+    assert {("uni+bi", "bi"), ("uni+bi", "uni-rescore")} <= {(d["a"], d["b"]) for d in fill["differences"]}
     lm = report["sections"]["lm"]["models"]
     assert lm["uni"]["tokens"] > 0 and 1 < lm["uni"]["ppl"] < 30 and lm["uni"]["unk_rate"] == 0
     assert report["meta"]["split"] == "test" and len(report["meta"]["checkpoints"]["bi"]["config_sha256"]) == 12

@@ -82,7 +82,7 @@ def table(output: str) -> dict[str, list[tuple[str, str]]]:
     """Row label -> [(word, probability)] from a printed answer."""
     rows = {}
     for line in output.splitlines():
-        m = re.match(r"^  ((?:bi|uni\+?)\d?)\s{2,}(\S.*)$", line)
+        m = re.match(r"^  ((?:bi|uni\+?|uni\+bi)\d?)\s{2,}(\S.*)$", line)  # bi+ rows are not read
         if m:
             cells = m.group(2).split()
             rows[m.group(1)] = list(zip(cells[::2], cells[1::2], strict=True))
@@ -211,6 +211,9 @@ def test_click_command(runs):
     lines = dict(transcript(result.output))
     assert words(lines["the ___ barks ."], "bi")[0] == "dog"
     assert [len(row) for row in table(lines["the ___ barks ."]).values()][:2] == [3, 3]
+    # A bi and a uni model of one vocabulary: a third bi row ranks by both together.
+    assert list(table(lines["the ___ barks ."])) == ["bi", "uni+bi", "uni", "uni+"]
+    assert words(lines["the ___ barks ."], "uni+bi")[0] == "dog"
     assert sorted(words(lines[":choices cow owl"], "uni+")) == ["cow", "owl"]
 
 

@@ -1,5 +1,6 @@
 """Many sentences at once (`-`, --input, JSON lines), filled sequences, choices, --threads."""
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from bilm.choices import split_choices
 from bilm.cli import cli
 from bilm.errors import BilmError
 from bilm.predict import Predictor
+from bilm.tokenizer import Tokenizer
 
 
 @pytest.fixture
@@ -129,3 +131,20 @@ def test_bad_lines_in_answer_lines_do_not_fail_the_batch(trained):
     results = p.answer_lines(["the ___ .", "no blank", "___ ___"], True, 2)
     assert not isinstance(results[0], BilmError)
     assert isinstance(results[1], BilmError) and isinstance(results[2], BilmError)
+
+
+def test_uni_bi_is_the_product_of_both_rescorings_and_needs_one_vocabulary(trained):
+    bi, uni = Predictor.load(trained["bi"], uni=trained["uni"]), Predictor.load(trained["uni"])
+    choices = ["cat", "cow", "owl", "dog"]
+    _, voted, both = bi.fill("the ___ then then moos .", 3, choices)
+    _, rescored = uni.fill("the ___ then then moos .", 3, choices)
+    assert both.method == "uni+bi" and both.candidates[0].word == "cow"
+    # UNI_WEIGHT 1 adds the two log-scores: uni+bi is bi-rescore x uni-rescore, renormalised.
+    product = {c.word: c.prob for c in voted.candidates}
+    for c in rescored.candidates:
+        product[c.word] *= c.prob
+    total = sum(product.values())
+    assert {c.word: c.prob for c in both.candidates} == pytest.approx({w: p / total for w, p in product.items()})
+    stranger = dataclasses.replace(uni.ckpt, tokenizer=Tokenizer.train([["some", "other", "words"]]))
+    with pytest.raises(BilmError, match="different vocabularies"):
+        Predictor.load(trained["bi"]).join(stranger)

@@ -356,22 +356,24 @@ def rank_rescored(
 ):
     """uni-rescore or bi-rescore on `rescore_sample`: the model's own top K at the blank, each
     put into the blank and the filled sentence scored whole (`choices.rescore`). A bi `model` with
-    `uni` is uni+bi: the uni model's log p of each filled sentence joins the score (`choices.combine`).
+    `uni` also ranks uni+bi from the same shortlist and bi scores: the uni model's log p of each filled
+    sentence joins the score (`choices.combine`).
 
     The K filled sentences of several blanks share one padded batch. With `windows`, each
     filled window is scored whole: the words after the blank (uni; bi: on both sides), in
     its sentence and in the context around it, vote.
     """
     model.eval()
-    label = "uni+bi" if uni is not None else "bi-rescore" if isinstance(model, BiLM) else "uni-rescore"
-    started = time.perf_counter()
-    ranks = np.full(len(result.target), np.nan)
+    label = "bi-rescore" if isinstance(model, BiLM) else "uni-rescore"
+    both = "uni+bi" if uni is not None else None
+    started, uni_seconds = time.perf_counter(), 0.0
+    ranks = {m: np.full(len(result.target), np.nan) for m in (label, both) if m}
     sample = rescore_sample(result, cfg)
     excluded = special_ids(model).to(device)
     k = min(cfg.bi_shortlist if isinstance(model, BiLM) else cfg.shortlist, model.cfg.vocab_size - len(excluded))
     per_batch = max(1, 512 // k)
     texts, starts = windows or (sentences, np.zeros(len(sentences), np.int64))
-    with tqdm(total=len(sample), desc=label, unit="blank", disable=None, leave=False) as bar:
+    with tqdm(total=len(sample), desc=" and ".join(ranks), unit="blank", disable=None, leave=False) as bar:
         for i in range(0, len(sample), per_batch):
             rows = sample[i : i + per_batch]
             sents = [texts[result.sentence[r]] for r in rows]
@@ -384,19 +386,29 @@ def rank_rescored(
                 for s, t, cands in zip(sents, at.tolist(), shortlist.tolist(), strict=True)
                 for w in cands
             ]
+            hit = shortlist == torch.from_numpy(result.target[rows])[:, None]
             scores = rescore(model, *score_filled(model, items, device))
-            if uni is not None:
-                scores = combine(scores, score_filled(uni, items, device)[1])
-            scores = torch.from_numpy(scores).view(len(rows), -1)
-            targets = torch.from_numpy(result.target[rows])
-            hit = shortlist == targets[:, None]
-            target_score = torch.where(hit, scores, -torch.inf).max(1).values
-            rank = (scores > target_score[:, None]).sum(1).double() + 1
-            ranks[rows] = torch.where(hit.any(1), rank, torch.inf).numpy()
+            ranks[label][rows] = shortlist_ranks(scores, hit)
+            if both:
+                uni_started = time.perf_counter()
+                ranks[both][rows] = shortlist_ranks(combine(scores, score_filled(uni, items, device)[1]), hit)
+                uni_seconds += time.perf_counter() - uni_started
             bar.update(len(rows))
-    result.ranks[label] = ranks
-    result.seconds[label] = time.perf_counter() - started
-    result.passes[label] = len(sample) * k * (1 if uni is None else 2)
+    seconds = time.perf_counter() - started
+    result.ranks.update(ranks)
+    result.seconds[label] = seconds - uni_seconds
+    result.passes[label] = len(sample) * k
+    if both:  # its own cost: bi's shortlist and scores, then the uni model's
+        result.seconds[both] = seconds
+        result.passes[both] = len(sample) * k * 2
+
+
+def shortlist_ranks(scores: np.ndarray, hit: torch.Tensor) -> np.ndarray:
+    """Each blank's target rank among its shortlist's (B * K,) `scores`; `hit` (B, K) marks the target (inf: missed)."""
+    scores = torch.from_numpy(scores).view(hit.shape)
+    target_score = torch.where(hit, scores, -torch.inf).max(1).values
+    rank = (scores > target_score[:, None]).sum(1).double() + 1
+    return torch.where(hit.any(1), rank, torch.inf).numpy()
 
 
 def fill_in(
@@ -423,10 +435,9 @@ def fill_in(
         rank_all(bi, sentences, result, device, cfg.batch_size, "bi", windows, "bi" in keep_features)
     if uni is not None:
         rank_all(uni, sentences, result, device, cfg.batch_size, "uni-left", windows, "uni-left" in keep_features)
-    for m in (uni, bi) if cfg.rescore_sample else ():
-        if m is not None:
-            rank_rescored(m, sentences, result, device, cfg, windows)
-    if cfg.rescore_sample and uni is not None and bi is not None:
+    if cfg.rescore_sample and uni is not None:
+        rank_rescored(uni, sentences, result, device, cfg, windows)
+    if cfg.rescore_sample and bi is not None:
         rank_rescored(bi, sentences, result, device, cfg, windows, uni=uni)
     return result
 

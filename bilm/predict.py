@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -93,6 +93,11 @@ def split_blank(text: str) -> tuple[str, str]:
     return left, right
 
 
+def same_vocabulary(a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether two checkpoints share one tokenizer: their log-probabilities are over the same words."""
+    return a.tokenizer.to_str() == b.tokenizer.to_str()
+
+
 class Predictor:
     def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", uni: Checkpoint | None = None):
         """`uni`: with a bi `ckpt`, a uni checkpoint of the same vocabulary, for the uni+bi ranking."""
@@ -109,7 +114,7 @@ class Predictor:
         """Rank a bi model's blanks by uni+bi too, with the uni model of `uni` (the same vocabulary)."""
         if self.kind != "bi" or uni.model.cfg.kind != "uni":
             raise BilmError(f"uni+bi needs a bi checkpoint and a uni one, not {self.kind} and {uni.model.cfg.kind}")
-        if uni.tokenizer.to_str() != self.tokenizer.to_str():
+        if not same_vocabulary(self.ckpt, uni):
             raise BilmError(f"{self.ckpt.path} and {uni.path} have different vocabularies: their scores would not add")
         self.uni = uni.model.to(self.device)
 
@@ -184,15 +189,16 @@ class Predictor:
             first, first_note, second = "uni-left", "left context only", "uni-rescore"
             shortlist, how = f"top {SHORTLIST} left-context candidates", "rescored with the whole sentence"
         note = f"{'the choices' if choices else shortlist} {how}"
-        out = [
-            [Prediction(first, self._rank(lp, k, choices, q), q.unknown, first_note)]
-            + ([Prediction(second, self._rescore(q, lp, k, choices), q.unknown, note)] if rescore else [])
-            for lp, q in zip(logps, qs, strict=True)
-        ]
+        rescored = [(second, note)] if rescore else []
         if rescore and self.uni is not None:
-            note = f"{note} and the uni model's log p of the sentence"
-            for lp, q, preds in zip(logps, qs, out, strict=True):
-                preds.append(Prediction("uni+bi", self._rescore(q, lp, k, choices, with_uni=True), q.unknown, note))
+            rescored.append(("uni+bi", f"{note} and the uni model's log p of the sentence"))
+        out = []
+        for lp, q in zip(logps, qs, strict=True):
+            preds = [Prediction(first, self._rank(lp, k, choices, q), q.unknown, first_note)]
+            if rescored:
+                rankings = self._rescore(q, lp, k, choices)
+                preds += [Prediction(m, c, q.unknown, n) for (m, n), c in zip(rescored, rankings, strict=True)]
+            out.append(preds)
         for q, preds in zip(qs, out, strict=True):
             for pred in preds if q.cut else []:
                 pred.note = f"{pred.note}; {CUT_NOTE}" if pred.note else CUT_NOTE
@@ -271,11 +277,9 @@ class Predictor:
         batch = pad_sentences(sentences, tok.eos_id, tok.eos_id, tok.pad_id).to(self.device)
         return self.model.sequence_log_probs(batch.inputs, batch.lengths).sum(1).cpu()
 
-    def _rescore(
-        self, q: Query, logp: torch.Tensor, k: int, choices: list[str] | None, with_uni: bool = False
-    ) -> list[Candidate]:
-        """The choices, or the model's own top candidates for the blank (`logp`), ranked by `choices.rescore`
-        (`with_uni`: by `choices.combine` with the uni model's score of each filled sentence)."""
+    def _rescore(self, q: Query, logp: torch.Tensor, k: int, choices: list[str] | None) -> list[list[Candidate]]:
+        """The choices, or the model's own top candidates for the blank (`logp`), ranked by `choices.rescore`;
+        with a uni model joined, ranked again by `choices.combine` (uni+bi), from the same scores."""
         if choices:
             known, unknown = self._choice_ids(choices)
         else:
@@ -284,15 +288,20 @@ class Predictor:
             top = masked.topk(min(size, len(masked) - len(self.specials))).indices.tolist()
             words = self.tokenizer.decode(top)
             known, unknown = [(textnorm.display(w), [i]) for w, i in zip(words, top, strict=True)], []
+        rankings = 1 if self.uni is None else 2
         if not known:
-            return unknown
+            return [[replace(c) for c in unknown] for _ in range(rankings)]
         items = [(q.left + ids + q.right, len(q.left), len(q.left) + len(ids)) for _, ids in known]
-        scores = rescore(self.model, *score_filled(self.model, items, self.device))
-        if with_uni:
-            scores = combine(scores, score_filled(self.uni, items, self.device)[1])
-        probs = torch.softmax(torch.from_numpy(scores), 0).tolist()
-        ranked = sorted(zip(known, probs, strict=True), key=lambda x: -x[1])
-        return [Candidate(w, p, tokens=len(ids)) for (w, ids), p in ranked[: len(known) if choices else k]] + unknown
+        scores = [rescore(self.model, *score_filled(self.model, items, self.device))]
+        if self.uni is not None:
+            scores.append(combine(scores[0], score_filled(self.uni, items, self.device)[1]))
+        out = []
+        for s in scores:
+            probs = torch.softmax(torch.from_numpy(s), 0).tolist()
+            ranked = sorted(zip(known, probs, strict=True), key=lambda x: -x[1])
+            top_k = ranked[: len(known) if choices else k]
+            out.append([Candidate(w, p, tokens=len(ids)) for (w, ids), p in top_k] + [replace(c) for c in unknown])
+        return out
 
     def _choice_ids(self, choices: list[str]) -> tuple[list[tuple[str, list[int]]], list[Candidate]]:
         """Choices cut as the corpus was; one with a token out of the vocabulary would be scored as

@@ -94,10 +94,6 @@ def answer(predictors: list[Predictor], text: str, k: int = 10, choices: list[st
     return Answer(rows, note, unknown)
 
 
-def same_vocabulary(a: Predictor, b: Predictor) -> bool:
-    return a.tokenizer.to_str() == b.tokenizer.to_str()
-
-
 def format_prob(p: float | None) -> str:
     if p is None:
         return "oov"
@@ -330,12 +326,12 @@ def repl(checkpoint, compare, k, echo, device):
     Reads a pipe too: printf 'the ___ sat on the mat .\\n' | bilm repl CHECKPOINT (exit status 1 when
     a line got an error; `bilm fill CHECKPOINT -` answers many lines as JSON).
     """
-    from .predict import Predictor
+    from .predict import Predictor, same_vocabulary
 
     try:
         main = Predictor.load(checkpoint, device)
         other = Predictor.load(compare, device) if compare else None
-        if other is not None and {main.kind, other.kind} == {"bi", "uni"} and same_vocabulary(main, other):
+        if other is not None and {main.kind, other.kind} == {"bi", "uni"} and same_vocabulary(main.ckpt, other.ckpt):
             bi, uni = (main, other) if main.kind == "bi" else (other, main)
             bi.join(uni.ckpt)  # a third bi row: both models together
     except BilmError as e:

@@ -9,6 +9,8 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 DEMO_MINUTES ?= 6
 MODEL_MINUTES ?= 60
+# Extra `bilm train` options for the WikiText-2 hour pair, e.g. MODEL_ARGS="--layers 1" on a CPU without bf16.
+MODEL_ARGS ?=
 GUTENBERG_MINUTES ?= 60
 
 # Two commands side by side; fails if either fails.
@@ -53,8 +55,8 @@ models: setup
 	$(BIN)/bilm prepare gutenberg
 	rm -rf checkpoints/wt2-uni checkpoints/wt2-bi checkpoints/gut-uni checkpoints/gut-bi
 	$(call side_by_side,\
-		$(BIN)/bilm train --model uni --preset large --corpus wikitext-2 --average 0.2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-uni,\
-		$(BIN)/bilm train --model bi --preset large --corpus wikitext-2 --average 0.2 --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-bi)
+		$(BIN)/bilm train --model uni --preset large --corpus wikitext-2 --average 0.2 $(MODEL_ARGS) --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-uni,\
+		$(BIN)/bilm train --model bi --preset large --corpus wikitext-2 --average 0.2 $(MODEL_ARGS) --max-minutes $(MODEL_MINUTES) --out checkpoints/wt2-bi)
 	$(call side_by_side,\
 		$(BIN)/bilm train --model uni --corpus gutenberg --preset large --dropout 0.1 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-uni,\
 		$(BIN)/bilm train --model bi --corpus gutenberg --hidden 300 --emb 300 --dropout 0.1 --lr 3e-3 --max-minutes $(GUTENBERG_MINUTES) --eval-every 2000 --out checkpoints/gut-bi)
